@@ -1,0 +1,85 @@
+"""Engine overhead per job: `orchestrator` running /bin/true vs. the same bubblewrap sandbox spawned directly.
+
+Both run in this process, interleaved, so machine noise hits both alike. The
+raw baseline uses the exact bwrap argv the provider builds (same namespaces,
+seccomp filter, mounts and uid drop) against a prepared workspace; the engine
+run adds everything a job really gets: spec handling, the state machine and
+audit events, a fresh size-limited workspace, a cgroup (as root), output
+capture, collection and verified teardown.
+
+Target (issue #2): engine time / raw spawn time <= 1.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from orchestrator.engine import Engine
+from orchestrator.providers.linux import LinuxProvider
+from orchestrator.providers.linux.runner import spawn_args
+from orchestrator.result import JobStatus
+from orchestrator.settings import Settings
+from orchestrator.spec import parse_job_spec
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-n", type=int, default=200)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="orch-bench-"))
+    os.chmod(root, 0o711)
+    settings = Settings(data_dir=root / "data", runtime_dir=root / "run")
+    engine = Engine(settings)
+    provider = engine.provider("linux")
+    assert isinstance(provider, LinuxProvider)
+    spec = parse_job_spec({"command": ["/bin/true"]})
+    raw_box = provider.create("raw-baseline", spec)
+    drop = provider.spawn_hook(raw_box) if provider.is_root else None
+    if raw_box.cgroup is not None:  # the baseline joins no cgroup
+        raw_box.cgroup.close_proc_files()
+        raw_box.cgroup = None
+        drop = provider.spawn_hook(raw_box)
+
+    def raw_once() -> float:
+        argv, seccomp_fd, status_read, status_write = spawn_args(provider, raw_box, ["/bin/true"], {}, "/workspace")
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            argv, pass_fds=(seccomp_fd, status_write), preexec_fn=drop, stdout=subprocess.DEVNULL, check=False
+        )
+        elapsed = time.perf_counter() - t0
+        for fd in (seccomp_fd, status_read, status_write):
+            os.close(fd)
+        assert proc.returncode == 0
+        return elapsed
+
+    def engine_once() -> float:
+        t0 = time.perf_counter()
+        result = engine.run(spec)
+        elapsed = time.perf_counter() - t0
+        assert result.status is JobStatus.COMPLETED, result
+        return elapsed
+
+    for _ in range(10):
+        raw_once()
+        engine_once()
+    raw, eng = [], []
+    for _ in range(args.n):
+        raw.append(raw_once())
+        eng.append(engine_once())
+    provider.destroy(raw_box)
+    raw_med, eng_med = statistics.median(raw), statistics.median(eng)
+    print(f"jobs: {args.n} each, interleaved; bwrap: {provider.prepare()}")
+    print(f"raw bwrap spawn  p50 {raw_med * 1000:7.2f} ms   p90 {sorted(raw)[int(len(raw) * 0.9)] * 1000:7.2f} ms")
+    print(f"engine /bin/true p50 {eng_med * 1000:7.2f} ms   p90 {sorted(eng)[int(len(eng) * 0.9)] * 1000:7.2f} ms")
+    print(f"engine overhead  p50 {(eng_med - raw_med) * 1000:7.2f} ms")
+    print(f"ratio engine/raw (p50): {eng_med / raw_med:.2f}  (target <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()

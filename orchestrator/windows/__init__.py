@@ -1,0 +1,1 @@
+"""Driving Windows hosts (Hyper-V, Windows Sandbox) with PowerShell."""

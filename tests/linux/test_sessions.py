@@ -1,0 +1,75 @@
+"""Sessions on the linux provider: one sandbox, many commands, all through the agent."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from orchestrator.cancel import CancelToken
+from orchestrator.output import OutputCapture
+from orchestrator.providers.base import ExecRequest
+from orchestrator.providers.linux import LinuxProvider
+from orchestrator.settings import Settings
+from orchestrator.spec import parse_session_spec
+from tests.conftest import assert_nothing_left
+
+
+def run(provider: LinuxProvider, box: object, argv: list[str], timeout: float = 10, stdin: bytes | None = None):
+    out = OutputCapture(1 << 20)
+    outcome = provider.exec(box, ExecRequest(argv, {}, "/workspace", timeout, stdin), out, CancelToken())
+    return outcome, out
+
+
+@pytest.fixture
+def session(settings: Settings):
+    provider = LinuxProvider(settings)
+    spec = parse_session_spec({"limits": {"memory_mb": 256}}).as_job(["true"])
+    box = provider.create("sess-" + str(time.time_ns()), spec, session=True)
+    yield provider, box
+    provider.destroy(box)
+    assert_nothing_left(settings)
+
+
+def test_state_persists_between_commands(session) -> None:
+    provider, box = session
+    outcome, _ = run(provider, box, ["sh", "-c", "echo 41 > counter"])
+    assert outcome.exit_code == 0
+    outcome, out = run(provider, box, ["sh", "-c", "echo $(( $(cat counter) + 1 ))"])
+    assert (outcome.exit_code, out.stdout.text()) == (0, "42\n")
+
+
+def test_exit_codes_stdin_and_streams(session) -> None:
+    provider, box = session
+    outcome, out = run(provider, box, ["sh", "-c", "cat; echo oops >&2; exit 3"], stdin=b"hello")
+    assert outcome.exit_code == 3
+    assert out.stdout.text() == "hello" and out.stderr.text() == "oops\n"
+
+
+def test_timeout_kills_the_command_but_not_the_session(session) -> None:
+    provider, box = session
+    outcome, _ = run(provider, box, ["sleep", "30"], timeout=0.5)
+    assert outcome.timed_out
+    outcome, out = run(provider, box, ["echo", "alive"])
+    assert out.stdout.text() == "alive\n"
+
+
+def test_unknown_command(session) -> None:
+    provider, box = session
+    outcome, _ = run(provider, box, ["/no/such/thing"])
+    assert outcome.error_code == "job.command_not_found"
+
+
+def test_agent_pipes_are_unreachable_from_commands(session) -> None:
+    provider, box = session
+    pid = box.agent.pid
+    assert isinstance(pid, int)
+    forged = '{"id": 99, "event": "exit", "code": 0}'
+    outcome, out = run(
+        provider,
+        box,
+        ["sh", "-c", f"ls /proc/{pid}/fd && echo LISTED; echo '{forged}' > /proc/{pid}/fd/1 && echo FORGED; true"],
+    )
+    assert outcome.exit_code == 0
+    assert "LISTED" not in out.stdout.text() and "FORGED" not in out.stdout.text()
+    assert run(provider, box, ["echo", "still fine"])[1].stdout.text() == "still fine\n"

@@ -1,0 +1,169 @@
+"""``orchestrator run`` and ``doctor`` as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.settings import Settings
+from tests.conftest import (
+    CGROUP_PARENT,
+    UID_BASE,
+    UID_COUNT,
+    assert_nothing_left,
+    make_root_dir,
+    sandbox_uid_processes,
+)
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env.update(
+        ORCH_RUNTIME_DIR=str(settings.runtime_dir),
+        ORCH_DATA_DIR=str(settings.data_dir),
+        ORCH_LINUX__SANDBOX_UID_BASE=str(UID_BASE),
+        ORCH_LINUX__SANDBOX_UID_COUNT=str(UID_COUNT),
+        ORCH_LINUX__CGROUP_PARENT=CGROUP_PARENT,
+    )
+    return env
+
+
+def cli(settings: Settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(settings),
+        timeout=timeout,
+    )
+
+
+def test_run_streams_output_and_returns_the_exit_code(settings: Settings) -> None:
+    proc = cli(settings, "run", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+    assert proc.returncode == 7
+    assert proc.stdout == "out\n"
+    assert "err" in proc.stderr
+    assert_nothing_left(settings)
+
+
+def test_run_json_result_document(settings: Settings, tmp_path: Path) -> None:
+    source = make_root_dir("orch-cli-in-")
+    (source / "input.txt").write_text("42\n")
+    os.chmod(source / "input.txt", 0o644)
+    out = tmp_path / "out"
+    proc = cli(
+        settings,
+        "run", "--json", "--map", f"{source}:/data", "--env", "GREETING=hi", "--artifacts", "*.txt",
+        "--output", str(out), "--memory", "128", "--timeout", "20",
+        "--", "sh", "-c", "cat /data/input.txt > /workspace/copy.txt; echo $GREETING",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "completed" and doc["exit_code"] == 0 and doc["stdout"] == "hi\n"
+    assert doc["provider"] == "linux" and doc["error"] is None
+    assert [a["path"] for a in doc["artifacts"]] == ["copy.txt"]
+    assert (out / "copy.txt").read_text() == "42\n"
+    assert set(doc["timings"]) == {"provision_ms", "run_ms", "collect_ms", "teardown_ms"}
+    assert_nothing_left(settings)
+    events = [json.loads(line) for line in (settings.data_dir / "audit.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == [
+        "queued",
+        "provisioning",
+        "running",
+        "collecting",
+        "tearing_down",
+        "completed",
+    ]
+    assert {e["job_id"] for e in events} == {doc["id"]}
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--provider", "nope", "--", "true"], "provider.unknown"),
+        (["--map", "/does/not/exist:/in", "--", "true"], "spec.invalid_mount"),
+        (["--map", "relative/path:/in", "--", "true"], "spec.invalid_mount"),
+        (["--map", "/tmp:/usr/lib", "--", "true"], "spec.invalid_mount"),
+        (["--map", "/tmp:/workspace/../etc", "--", "true"], "spec.invalid_mount"),
+        (["--map", "/tmp:relative", "--", "true"], "spec.invalid_mount"),
+        (["--timeout", "-5", "--", "true"], "spec.invalid"),
+        (["--memory", "99999999", "--", "true"], "spec.invalid"),
+        (["--timeout", "90000", "--", "true"], "spec.limit_exceeds_maximum"),
+        (["--env", "NOEQUALS", "--", "true"], "spec.invalid_env"),
+        (["--", "/no/such/program"], "job.command_not_found"),
+        (["--spec", "/no/such/spec.json"], "spec.unreadable"),
+        ([], "spec.invalid_command"),
+    ],
+)
+def test_bad_input_exits_125_with_a_stable_code(settings: Settings, args: list[str], code: str) -> None:
+    proc = cli(settings, "run", "--json", *args)
+    assert proc.returncode == 125, proc.stderr
+    doc = json.loads(proc.stdout)
+    error = doc["error"]
+    assert error["code"] == code, error
+    assert f"[{code}]" in proc.stderr
+    assert_nothing_left(settings)
+
+
+def test_exit_codes_follow_docker(settings: Settings) -> None:
+    assert cli(settings, "run", "--timeout", "0.5", "--", "sleep", "10").returncode == 124
+    assert cli(settings, "run", "--cpu-time", "1", "--", "python3", "-c", "while 1: pass").returncode == 137
+    assert_nothing_left(settings)
+
+
+def test_big_inline_file_is_refused(settings: Settings, tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(2 * 1024 * 1024))
+    proc = cli(settings, "run", "--json", "--file", f"big.bin={big}", "--", "true")
+    assert proc.returncode == 125
+    assert json.loads(proc.stdout)["error"]["code"] in ("spec.invalid", "spec.too_large")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_killing_the_cli_leaves_nothing_behind(settings: Settings, sig: int) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", "--", "sh", "-c", "sleep 60 & sleep 60"],
+        env=cli_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    sandboxes = settings.runtime_dir / "sandboxes"
+    for _ in range(500):
+        if sandboxes.is_dir() and any(sandboxes.iterdir()):
+            break
+        time.sleep(0.01)
+    time.sleep(0.3)
+    proc.send_signal(sig)
+    proc.communicate(timeout=30)
+    if sig != signal.SIGKILL:
+        assert proc.returncode == 130
+        assert_nothing_left(settings)
+        return
+    # After kill -9 the processes die with their parent; the next start reaps what is left on disk.
+    from orchestrator.providers.linux import LinuxProvider
+
+    for _ in range(200):
+        if not sandbox_uid_processes(orphan_zombies=False):
+            break
+        time.sleep(0.01)
+    reaped = LinuxProvider(settings).reap_orphans(set())
+    assert len(reaped) == 1
+    assert_nothing_left(settings, orphan_zombies=False)
+
+
+def test_doctor_reports_linux_available(settings: Settings) -> None:
+    proc = cli(settings, "doctor", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = {entry["provider"]: entry for entry in json.loads(proc.stdout)}
+    assert report["linux"]["available"] is True
+    assert report["linux"]["default"] is True
+    for name in ("hyperv", "wsb"):
+        assert report[name]["available"] is False
+        assert report[name]["reason"]
