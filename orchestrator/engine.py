@@ -104,18 +104,7 @@ class Engine:
             timings.provision_ms = _ms(time.monotonic() - t0)
             step(lifecycle.provisioned(provision_ms=timings.provision_ms))
             t0 = time.monotonic()
-            outcome = provider.exec(
-                sandbox,
-                ExecRequest(
-                    argv=spec.argv(SCRIPT_PATH),
-                    env=dict(spec.env),
-                    cwd=spec.workdir,
-                    timeout_s=spec.limits.timeout_s,
-                    stdin=spec.stdin.encode() if spec.stdin is not None else None,
-                ),
-                capture,
-                cancel,
-            )
+            outcome = provider.exec(sandbox, exec_request(provider, spec), capture, cancel)
             timings.run_ms = _ms(time.monotonic() - t0)
             status, error = _judge(outcome, cancel)
             step(lifecycle.exited(status, exit_code=outcome.exit_code, run_ms=timings.run_ms))
@@ -196,6 +185,21 @@ class Engine:
         self.audit.emit(event)
         if options.on_event is not None:
             options.on_event(event)
+
+
+def exec_request(provider: Provider, spec: JobSpec) -> ExecRequest:
+    """The program a spec asks for; a provider whose guests are not POSIX maps it itself."""
+    custom = getattr(provider, "default_request", None)
+    if callable(custom):
+        request: ExecRequest = custom(spec)
+        return request
+    return ExecRequest(
+        argv=spec.argv(SCRIPT_PATH),
+        env=dict(spec.env),
+        cwd=spec.workdir,
+        timeout_s=spec.limits.timeout_s,
+        stdin=spec.stdin.encode() if spec.stdin is not None else None,
+    )
 
 
 class _Cancelled(Exception):

@@ -86,6 +86,8 @@ class WindowsHostSettings(BaseModel):
     read_timeout: float = 30.0
     powershell: str = "powershell.exe"
     staging_dir: str = r"C:\ProgramData\Orchestrator"
+    wsb_protected_client: bool = Field(True, description="Run Windows Sandbox in an AppContainer.")
+    wsb_boot_timeout_s: float = Field(180.0, gt=0, description="How long a Windows Sandbox may take to boot.")
 
 
 class ApiSettings(BaseModel):
