@@ -162,7 +162,7 @@ class Engine:
             artifacts=artifacts,
             timings=timings,
             usage=outcome.usage if outcome else {},
-            image=spec.image,
+            image=str(outcome.usage.get("image")) if outcome and outcome.usage.get("image") else spec.image,
         )
         if interrupted is not None:
             raise interrupted

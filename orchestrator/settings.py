@@ -67,6 +67,9 @@ class LinuxSettings(BaseModel):
     cgroup_parent: str = "orchestrator"
     use_cgroups: bool = True
     extra_ro_paths: list[str] = Field(default_factory=list, description="More host paths visible read-only.")
+    rootfs: Path | None = Field(
+        None, description="A root file system (images/linux/) whose /usr replaces the host's in sandboxes."
+    )
 
 
 class WindowsHostSettings(BaseModel):
@@ -94,12 +97,18 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8080
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite under data_dir.")
-    workers_per_provider: int = 2
-    queue_limit: int = 100
+    workers_per_provider: int = Field(2, ge=1, description="Concurrent job sandboxes per provider.")
+    queue_limit: int = Field(100, ge=0, description="Jobs waiting per provider; beyond it, 503 + Retry-After.")
+    max_sessions_per_provider: int = Field(16, ge=0, description="Live session sandboxes per provider.")
     max_request_bytes: int = 16 * 1024 * 1024
     max_upload_bytes: int = 64 * 1024 * 1024
-    allow_unauthenticated_loopback: bool = True
+    allow_unauthenticated_loopback: bool = Field(
+        True,
+        description="With no token at all, accept unauthenticated calls from loopback peers (as tenant 'local').",
+    )
     session_sweep_interval_s: float = 1.0
+    shutdown_grace_s: float = Field(10.0, ge=0, description="On shutdown, how long running jobs may finish.")
+    max_wait_s: float = Field(3600.0, gt=0, description="Longest a POST /v1/jobs?wait=... call blocks.")
 
 
 class Settings(BaseSettings):

@@ -50,12 +50,14 @@ def engine(settings: Settings) -> Engine:
     return Engine(settings)
 
 
-def sandbox_uid_processes(*, orphan_zombies: bool = True) -> list[int]:
+def sandbox_uid_processes(*, orphan_zombies: bool = False) -> list[int]:
     """Processes running as one of this test session's sandbox uids.
 
-    ``orphan_zombies=False`` ignores exited processes waiting for the host's pid 1
-    to reap them: after the orchestrator itself is SIGKILLed, that is all the
-    kernel leaves, and only the host's init can collect them.
+    Exited processes waiting for the host's pid 1 to reap them are ignored
+    unless ``orphan_zombies``: after an orchestrator is SIGKILLed that is all the
+    kernel leaves, and only the host's init can collect them (this machine's
+    init never does). The orchestrator adopts its sandboxes' processes as a
+    child subreaper, so a zombie it failed to reap has it as parent and counts.
     """
     found = []
     for entry in os.scandir("/proc"):
@@ -72,7 +74,7 @@ def sandbox_uid_processes(*, orphan_zombies: bool = True) -> list[int]:
     return found
 
 
-def leftovers(settings: Settings, *, orphan_zombies: bool = True) -> dict[str, list[str]]:
+def leftovers(settings: Settings, *, orphan_zombies: bool = False) -> dict[str, list[str]]:
     """Everything a finished job could have left on the host."""
     sandboxes = settings.runtime_dir / "sandboxes"
     return {
@@ -83,7 +85,7 @@ def leftovers(settings: Settings, *, orphan_zombies: bool = True) -> dict[str, l
     }
 
 
-def assert_nothing_left(settings: Settings, *, orphan_zombies: bool = True) -> None:
+def assert_nothing_left(settings: Settings, *, orphan_zombies: bool = False) -> None:
     left = leftovers(settings, orphan_zombies=orphan_zombies)
     assert left == {"sandboxes": [], "mounts": [], "cgroups": [], "processes": []}, left
 

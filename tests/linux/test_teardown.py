@@ -43,7 +43,7 @@ class FaultyProvider(LinuxProvider):
         if self.fail_at == "exec-midway":
             timer = threading.Timer(0.3, lambda: cancel.cancel("injected"))
             timer.start()
-            outcome = super().exec(sandbox, request, output, cancel)
+            super().exec(sandbox, request, output, cancel)
             timer.cancel()
             raise SandboxError("lost the sandbox mid-job")
         self._maybe_fail("exec")

@@ -104,18 +104,21 @@ class Layout:
     tmp_bytes: int
     extra_ro_paths: list[str] = field(default_factory=list)
     new_session: bool = True
+    rootfs: Path | None = None
 
 
-def system_view_args() -> list[str]:
-    args = ["--ro-bind", "/usr", "/usr"]
+def system_view_args(rootfs: Path | None = None) -> list[str]:
+    """The read-only system: the host's ``/usr`` (or an image's, see images/linux/) and a few /etc files."""
+    root = rootfs or Path("/")
+    args = ["--ro-bind", str(root / "usr"), "/usr"]
     for directory in SYSTEM_DIRS:
-        path = Path(directory)
+        path = root / directory.lstrip("/")
         if path.is_symlink():
             args += ["--symlink", os.readlink(path), directory]
         elif path.is_dir():
-            args += ["--ro-bind", directory, directory]
+            args += ["--ro-bind", str(path), directory]
     for entry in ETC_ENTRIES:
-        args += ["--ro-bind-try", f"/etc/{entry}", f"/etc/{entry}"]
+        args += ["--ro-bind-try", str(root / "etc" / entry), f"/etc/{entry}"]
     return args
 
 
@@ -136,7 +139,7 @@ def build_argv(bwrap: Path, layout: Layout, command: list[str], *, seccomp_fd: i
     ]  # fmt: skip
     if layout.new_session:
         args.append("--new-session")
-    args += system_view_args()
+    args += system_view_args(layout.rootfs)
     for name in ("passwd", "group", "hosts", "hostname"):
         args += ["--ro-bind", str(layout.etc_overrides / name), f"/etc/{name}"]
     for extra in layout.extra_ro_paths:

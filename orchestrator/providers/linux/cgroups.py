@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-_V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")
+_V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
 
 
 @dataclass
@@ -111,11 +111,6 @@ class JobCgroup:
             raise
         return group
 
-    @classmethod
-    def attach(cls, version: int, paths: dict[str, str]) -> JobCgroup:
-        """Rebuild a handle from recorded paths (used to clean up after a crash)."""
-        return cls(version, {k: Path(v) for k, v in paths.items()})
-
     def open_proc_files(self) -> list[int]:
         """Open every ``cgroup.procs`` for writing, to be used by the spawn hook after fork."""
         self._proc_fds = [os.open(p / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for p in self.paths.values()]
@@ -128,11 +123,9 @@ class JobCgroup:
         self._proc_fds = []
 
     def pids(self) -> list[int]:
-        found: set[int] = set()
-        for path in self.paths.values():
-            for line in _read(path / "cgroup.procs").split():
-                found.add(int(line))
-        return sorted(found)
+        """Members of the group; every process joins all hierarchies, so one suffices."""
+        path = self.paths.get("unified") or self.paths.get("pids") or next(iter(self.paths.values()))
+        return sorted(int(line) for line in _read(path / "cgroup.procs").split())
 
     def usage(self) -> CgroupUsage:
         if self.version == 2:
@@ -168,20 +161,14 @@ class JobCgroup:
         if self.version == 2:
             with contextlib.suppress(OSError):
                 _write(self.paths["unified"] / "cgroup.kill", "1")
-        freezer = self.paths.get("freezer")
         while True:
             pids = self.pids()
             if not pids:
                 return True
-            if freezer is not None:
-                with contextlib.suppress(OSError):
-                    _write(freezer / "freezer.state", "FROZEN")
+            # Forks racing this loop are bounded by pids.max, so repeating converges.
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-            if freezer is not None:
-                with contextlib.suppress(OSError):
-                    _write(freezer / "freezer.state", "THAWED")
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.005)
@@ -205,10 +192,23 @@ class JobCgroup:
         return ok
 
 
+def remove_named(parent: str, name: str, root: Path = CGROUP_ROOT) -> bool:
+    """Kill and remove a job's groups by name in every hierarchy (crash recovery needs no record)."""
+    version = detect_version(root)
+    if version is None:
+        return True
+    if version == 2:
+        paths = {"unified": root / parent / name}
+    else:
+        paths = {c: root / c / parent / name for c in (*_V1_CONTROLLERS, "freezer")}
+    existing = {k: p for k, p in paths.items() if p.is_dir()}
+    return JobCgroup(version, existing).remove() if existing else True
+
+
 def leftover_groups(parent: str, root: Path = CGROUP_ROOT) -> list[Path]:
     """Job groups under ``parent`` in every hierarchy (for tests and crash recovery)."""
     found: list[Path] = []
-    for base in [root / parent, *(root / c / parent for c in _V1_CONTROLLERS)]:
+    for base in [root / parent, *(root / c / parent for c in (*_V1_CONTROLLERS, "freezer"))]:
         if base.is_dir():
             found.extend(p for p in base.iterdir() if p.is_dir())
     return found

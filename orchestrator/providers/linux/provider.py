@@ -17,6 +17,7 @@ import json
 import math
 import os
 import resource
+import select
 import signal
 import subprocess
 import time
@@ -44,6 +45,7 @@ from orchestrator.spec import JobSpec
 SCRIPT_PATH = f"{bwrap.INTERNAL_DIR}/script"
 _RECORD = "sandbox.json"
 _PR_SET_CHILD_SUBREAPER = 36
+_UNRECORDED_GRACE_S = 60.0
 
 
 def _process_start_time(pid: int) -> str | None:
@@ -67,17 +69,19 @@ def become_subreaper() -> None:
 
 def reap(pid: int, timeout: float = 2.0) -> bool:
     """Wait for an adopted process to exit and collect it; True once it is gone."""
-    deadline = time.monotonic() + timeout
-    while True:
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        select.select([pidfd], [], [], timeout)
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             return not os.path.exists(f"/proc/{pid}")
-        if done:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.001)
+        return bool(done)
+    finally:
+        os.close(pidfd)
 
 
 def _count_user_processes(uid: int) -> int:
@@ -115,10 +119,6 @@ class LinuxSandbox:
             "owner_pid": os.getpid(),
             "owner_start": _process_start_time(os.getpid()),
             "uid": self.uid,
-            "tmpfs": self.tmpfs,
-            "cgroup": None
-            if self.cgroup is None
-            else {"version": self.cgroup.version, "paths": {k: str(v) for k, v in self.cgroup.paths.items()}},
         }
 
 
@@ -169,7 +169,7 @@ class LinuxProvider:
         except seccomp.UnsupportedArchitecture as exc:
             return Availability(False, str(exc), "run on x86_64 or aarch64")
         probe = subprocess.run(
-            [str(path), "--unshare-user", "--unshare-net", "--unshare-pid", "--ro-bind", "/", "/", "--", "/bin/true"],
+            [str(path), "--unshare-user", "--unshare-net", "--ro-bind", "/", "/", "--", "/bin/true"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -252,14 +252,17 @@ class LinuxProvider:
     def _provision(self, sandbox: LinuxSandbox) -> None:
         spec = sandbox.spec
         limits = spec.limits
-        sandbox.workspace.mkdir(mode=0o700)
-        sandbox.internal.mkdir(mode=0o755)
         owner: tuple[int, int] | None = None
         if self.is_root:
             assert self._uids is not None
             sandbox.lease = self._uids.acquire(hint=hash(sandbox.id) % self._uids.count)
             sandbox.uid = sandbox.lease.uid
             owner = (sandbox.uid, sandbox.uid)
+        # The record comes first: whatever exists after a crash can be found and removed from it.
+        self._write_record(sandbox)
+        sandbox.workspace.mkdir(mode=0o700)
+        sandbox.internal.mkdir(mode=0o755)
+        if self.is_root:
             workspace.mount_tmpfs(
                 sandbox.workspace, size_bytes=limits.disk_mb * 1024 * 1024, uid=sandbox.uid, gid=sandbox.uid
             )
@@ -275,7 +278,6 @@ class LinuxProvider:
                 )
             except OSError as exc:
                 raise SandboxCreateError(f"cannot create the job's cgroup: {exc}") from None
-        self._write_record(sandbox)
         workspace.write_inline_files(sandbox.workspace, spec.files, owner=owner)
         if spec.script is not None:
             script = sandbox.internal / "script"
@@ -284,8 +286,11 @@ class LinuxProvider:
 
     def _write_record(self, sandbox: LinuxSandbox) -> None:
         path = sandbox.root / _RECORD
-        path.write_text(json.dumps(sandbox.record()))
-        os.chmod(path, 0o600)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(sandbox.record(), handle)
+        os.replace(tmp, path)
 
     def layout(
         self, sandbox: LinuxSandbox, env: dict[str, str], workdir: str, *, new_session: bool = True
@@ -301,6 +306,7 @@ class LinuxProvider:
             tmp_bytes=min(limits.disk_mb, 1024) * 1024 * 1024,
             extra_ro_paths=self.config.extra_ro_paths,
             new_session=new_session,
+            rootfs=self.config.rootfs,
         )
 
     def rlimits(self, sandbox: LinuxSandbox) -> list[tuple[int, tuple[int, int]]]:
@@ -402,6 +408,7 @@ class LinuxProvider:
 
     def reap_orphans(self, live_ids: set[str]) -> list[str]:
         """Destroy sandboxes whose owning process is gone (crash, kill -9) and no live job owns."""
+        self.prepare()
         reaped: list[str] = []
         for sandbox_id in self.live_sandbox_ids():
             if sandbox_id in live_ids:
@@ -411,22 +418,28 @@ class LinuxProvider:
                 record = json.loads((root / _RECORD).read_text())
             except (OSError, ValueError):
                 record = {}
+                with contextlib.suppress(OSError):
+                    if time.time() - root.stat().st_mtime < _UNRECORDED_GRACE_S:
+                        continue  # another process may be between mkdir and writing the record
             owner = record.get("owner_pid")
-            if owner and owner != os.getpid() and _process_start_time(owner) == record.get("owner_start"):
-                continue  # another live orchestrator process owns it
             if owner == os.getpid():
                 continue  # ours, but not in live_ids: the caller is mid-create
-            self._destroy_recorded(root, record)
+            if owner and _process_start_time(owner) == record.get("owner_start"):
+                continue  # another live orchestrator process owns it
+            self._destroy_recorded(sandbox_id, root, record)
             reaped.append(sandbox_id)
         return reaped
 
-    def _destroy_recorded(self, root: Path, record: dict[str, Any]) -> None:
-        group = record.get("cgroup")
-        if group:
-            cgroups.JobCgroup.attach(group["version"], group["paths"]).remove()
+    def _destroy_recorded(self, sandbox_id: str, root: Path, record: dict[str, Any]) -> None:
         uid = record.get("uid")
-        if self.is_root and isinstance(uid, int) and uid != 0:
-            self._kill_uid(uid)
+        if self.is_root and isinstance(uid, int) and self._uids is not None:
+            lease = self._uids.try_acquire_uid(uid)
+            if lease is not None:  # held by a live sandbox otherwise: its processes are not ours to kill
+                try:
+                    self._kill_uid(uid)
+                finally:
+                    lease.release()
+        cgroups.remove_named(self.config.cgroup_parent, sandbox_id)
         for point in reversed(workspace.mounted_under(root)):
             with contextlib.suppress(OSError):
                 workspace.unmount(Path(point))
@@ -446,7 +459,11 @@ class LinuxProvider:
 
 
 def _owned_by(path: str, uid: int) -> bool:
+    """A live (not zombie) process of ``uid``."""
     try:
-        return os.stat(path).st_uid == uid
-    except OSError:
+        if os.stat(path).st_uid != uid:
+            return False
+        with open(f"{path}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return False

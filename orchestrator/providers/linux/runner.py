@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from orchestrator.cancel import CancelToken
@@ -45,7 +46,7 @@ def spawn_args(
     return argv, seccomp_fd, status_read, status_write
 
 
-def _killer(provider: LinuxProvider, sandbox: LinuxSandbox):  # type: ignore[no-untyped-def]
+def _killer(sandbox: LinuxSandbox) -> Callable[[subprocess.Popen[bytes]], None]:
     def kill(proc: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -55,7 +56,7 @@ def _killer(provider: LinuxProvider, sandbox: LinuxSandbox):  # type: ignore[no-
     return kill
 
 
-def _cpu_watchdog(sandbox: LinuxSandbox):  # type: ignore[no-untyped-def]
+def _cpu_watchdog(sandbox: LinuxSandbox) -> Callable[[], str | None] | None:
     group = sandbox.cgroup
     limit = sandbox.spec.limits.cpu_s
     if group is None:
@@ -132,7 +133,7 @@ def run_in_sandbox(
         close_after_spawn=(seccomp_fd, status_write),
         status_fd=status_read,
         preexec=hook,
-        kill=_killer(provider, sandbox),
+        kill=_killer(sandbox),
         on_spawn=sandbox.processes.append,
         watchdog=_cpu_watchdog(sandbox),
         reap_child=reap,

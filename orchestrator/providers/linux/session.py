@@ -104,7 +104,8 @@ class SessionAgent:
 
     def _drain_stderr(self) -> None:
         assert self.proc.stderr is not None
-        for chunk in iter(lambda: self.proc.stderr.read1(65536), b""):  # type: ignore[union-attr]
+        stderr = self.proc.stderr
+        for chunk in iter(lambda: os.read(stderr.fileno(), 65536), b""):
             if len(self._stderr) < 65536:
                 self._stderr += chunk[: 65536 - len(self._stderr)]
 

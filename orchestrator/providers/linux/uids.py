@@ -33,14 +33,24 @@ class UidPool:
         self.count = count
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
+    def _try(self, slot: int) -> UidLease | None:
+        fd = os.open(self.directory / f"{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return UidLease(self.base + slot, fd)
+
     def acquire(self, hint: int = 0) -> UidLease:
         for offset in range(self.count):
-            slot = (hint + offset) % self.count
-            fd = os.open(self.directory / f"{slot}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            return UidLease(self.base + slot, fd)
+            lease = self._try((hint + offset) % self.count)
+            if lease is not None:
+                return lease
         raise RuntimeError(f"all {self.count} sandbox uids are in use")
+
+    def try_acquire_uid(self, uid: int) -> UidLease | None:
+        """The lease on one given uid, if nobody holds it (crash recovery must not touch a live sandbox)."""
+        if not self.base <= uid < self.base + self.count:
+            return None
+        return self._try(uid - self.base)
