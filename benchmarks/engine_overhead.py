@@ -39,12 +39,9 @@ def main() -> None:
     provider = engine.provider("linux")
     assert isinstance(provider, LinuxProvider)
     spec = parse_job_spec({"command": ["/bin/true"]})
-    raw_box = provider.create("raw-baseline", spec)
-    drop = provider.spawn_hook(raw_box) if provider.is_root else None
-    if raw_box.cgroup is not None:  # the baseline joins no cgroup
-        raw_box.cgroup.close_proc_files()
-        raw_box.cgroup = None
-        drop = provider.spawn_hook(raw_box)
+    raw_box = provider.create(f"raw-baseline-{os.getpid()}", spec)
+    group, raw_box.cgroup = raw_box.cgroup, None  # the baseline joins no cgroup
+    drop = provider.spawn_hook(raw_box)
 
     def raw_once() -> float:
         argv, seccomp_fd, status_read, status_write = spawn_args(provider, raw_box, ["/bin/true"], {}, "/workspace")
@@ -72,6 +69,7 @@ def main() -> None:
     for _ in range(args.n):
         raw.append(raw_once())
         eng.append(engine_once())
+    raw_box.cgroup = group
     provider.destroy(raw_box)
     raw_med, eng_med = statistics.median(raw), statistics.median(eng)
     print(f"jobs: {args.n} each, interleaved; bwrap: {provider.prepare()}")

@@ -9,18 +9,18 @@ from orchestrator.providers.linux.mounts import ResolvedMount
 
 
 def layout(**kw: object) -> bwrap.Layout:
-    base = dict(
-        workspace=Path("/run/o/ws"),
-        internal=Path("/run/o/in"),
-        etc_overrides=Path("/run/o/etc"),
-        mounts=[
+    base = {
+        "workspace": Path("/run/o/ws"),
+        "internal": Path("/run/o/in"),
+        "etc_overrides": Path("/run/o/etc"),
+        "mounts": [
             ResolvedMount(Path("/data/in"), "/input", True, True),
             ResolvedMount(Path("/data/out"), "/out", False, True),
         ],
-        env={"PATH": "/usr/bin", "A": "b"},
-        workdir="/workspace",
-        tmp_bytes=1 << 20,
-    )
+        "env": {"PATH": "/usr/bin", "A": "b"},
+        "workdir": "/workspace",
+        "tmp_bytes": 1 << 20,
+    }
     base.update(kw)
     return bwrap.Layout(**base)  # type: ignore[arg-type]
 

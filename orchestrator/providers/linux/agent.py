@@ -87,7 +87,7 @@ def _spawn(msg, use_pty):
             os.chdir(cwd)
             os.execvpe(argv[0], argv, env)
         except OSError as exc:
-            os.write(2, "agent: cannot run {}: {}\n".format(argv[0], exc.strerror).encode())
+            os.write(2, f"agent: cannot run {argv[0]}: {exc.strerror}\n".encode())
             os._exit(127)
         os._exit(127)
     if use_pty:
