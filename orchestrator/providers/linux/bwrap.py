@@ -6,10 +6,12 @@ a process, so the exact isolation a job gets can be read and tested.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import stat
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +24,7 @@ SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # The only parts of the host's /etc a job sees: what the dynamic linker, locales and interpreters need.
 ETC_ENTRIES = (
     "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "nsswitch.conf",
-    "os-release", "mime.types", "terminfo", "inputrc", "bash.bashrc", "profile", "ssl",
+    "os-release", "mime.types", "terminfo", "inputrc", "bash.bashrc", "profile", "ssl/certs", "ssl/openssl.cnf",
     "python3", "python3.9", "python3.10", "python3.11", "python3.12", "python3.13",
 )  # fmt: skip
 INTERNAL_DIR = "/.orchestrator"
@@ -97,7 +99,7 @@ class Layout:
 
     workspace: Path
     internal: Path  # host dir mounted read-only at /.orchestrator (script, agent)
-    etc_overrides: Path  # host dir with synthesized passwd, group, hosts
+    etc: Path  # the sandbox's whole /etc, built once by ``build_etc``
     mounts: list[ResolvedMount]
     env: dict[str, str]
     workdir: str
@@ -108,7 +110,7 @@ class Layout:
 
 
 def system_view_args(rootfs: Path | None = None) -> list[str]:
-    """The read-only system: the host's ``/usr`` (or an image's, see images/linux/) and a few /etc files."""
+    """The read-only system: the host's ``/usr`` (or an image's, see images/linux/)."""
     root = rootfs or Path("/")
     args = ["--ro-bind", str(root / "usr"), "/usr"]
     for directory in SYSTEM_DIRS:
@@ -117,8 +119,6 @@ def system_view_args(rootfs: Path | None = None) -> list[str]:
             args += ["--symlink", os.readlink(path), directory]
         elif path.is_dir():
             args += ["--ro-bind", str(path), directory]
-    for entry in ETC_ENTRIES:
-        args += ["--ro-bind-try", str(root / "etc" / entry), f"/etc/{entry}"]
     return args
 
 
@@ -140,8 +140,7 @@ def build_argv(bwrap: Path, layout: Layout, command: list[str], *, seccomp_fd: i
     if layout.new_session:
         args.append("--new-session")
     args += system_view_args(layout.rootfs)
-    for name in ("passwd", "group", "hosts", "hostname"):
-        args += ["--ro-bind", str(layout.etc_overrides / name), f"/etc/{name}"]
+    args += ["--ro-bind", str(layout.etc), "/etc"]
     for extra in layout.extra_ro_paths:
         args += ["--ro-bind-try", extra, extra]
     args += ["--proc", "/proc", "--dev", "/dev"]
@@ -165,9 +164,8 @@ def base_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def write_etc_overrides(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    files = {
+def _synthesized_etc() -> dict[str, str]:
+    return {
         "passwd": f"root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
         f"sandbox:x:{SANDBOX_UID}:{SANDBOX_GID}:sandbox:/workspace:/bin/sh\n"
         "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
@@ -175,11 +173,55 @@ def write_etc_overrides(directory: Path) -> None:
         "hosts": "127.0.0.1 localhost sandbox\n::1 localhost\n",
         "hostname": "sandbox\n",
     }
-    for name, content in files.items():
-        path = directory / name
-        if not path.exists() or path.read_text() != content:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(content)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-    os.chmod(directory, 0o755)
+
+
+def _copy_public(origin: Path, dest: Path) -> None:
+    """Copy what any local user could read anyway; skip everything else (keys, shadow files)."""
+    info = os.lstat(origin)
+    dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    if stat.S_ISLNK(info.st_mode):
+        os.symlink(os.readlink(origin), dest)
+    elif stat.S_ISDIR(info.st_mode):
+        if info.st_mode & 0o005 != 0o005:
+            return
+        dest.mkdir(mode=0o755)
+        for child in sorted(os.listdir(origin)):
+            _copy_public(origin / child, dest / child)
+    elif stat.S_ISREG(info.st_mode) and info.st_mode & 0o004:
+        shutil.copyfile(origin, dest)
+        os.chmod(dest, 0o644)
+
+
+def build_etc(runtime: Path, rootfs: Path | None = None) -> Path:
+    """The sandbox's /etc as one directory, bound with a single mount.
+
+    It holds copies of the few host (or image) files programs need and a
+    synthesized passwd/group/hosts. Binding one directory instead of each file
+    saves a dozen mounts per sandbox. The directory is named after what it was
+    built from, so a changed host file yields a new one and running sandboxes
+    keep theirs.
+    """
+    source = (rootfs or Path("/")) / "etc"
+    present = [name for name in ETC_ENTRIES if (source / name).exists()]
+    stamp = hashlib.sha256()
+    for name in present:
+        info = os.lstat(source / name)
+        stamp.update(f"{name}:{info.st_mtime_ns}:{info.st_size}\n".encode())
+    for name, content in sorted(_synthesized_etc().items()):
+        stamp.update(f"{name}={content}".encode())
+    target = runtime / f"etc-{stamp.hexdigest()[:16]}"
+    if target.is_dir():
+        return target
+    staging = runtime / f".etc-{os.getpid()}-{threading.get_ident()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(mode=0o755, parents=True)
+    for name in present:
+        _copy_public(source / name, staging / name)
+    for name, content in _synthesized_etc().items():
+        (staging / name).write_text(content)
+        os.chmod(staging / name, 0o644)
+    try:
+        os.rename(staging, target)
+    except OSError:  # another process built the same one first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

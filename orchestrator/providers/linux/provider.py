@@ -20,6 +20,7 @@ import resource
 import select
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,10 +135,18 @@ class LinuxProvider:
         self._cgroup_version = cgroups.detect_version() if self.config.use_cgroups else None
         self._uids: UidPool | None = None
         self._prepared = False
+        self._etc = self.settings.runtime_dir / "etc"
+        self._prepare_lock = threading.Lock()
 
     # --- host preparation -------------------------------------------------
 
     def prepare(self) -> Path:
+        if self._prepared and self._bwrap is not None:
+            return self._bwrap
+        with self._prepare_lock:
+            return self._prepare_once()
+
+    def _prepare_once(self) -> Path:
         if self._prepared and self._bwrap is not None:
             return self._bwrap
         try:
@@ -154,7 +163,7 @@ class LinuxProvider:
             self._uids = UidPool(runtime / "uids", self.config.sandbox_uid_base, self.config.sandbox_uid_count)
         self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.sandboxes_dir, 0o711 if self.is_root else 0o700)
-        bwrap.write_etc_overrides(runtime / "etc")
+        self._etc = bwrap.build_etc(runtime, self.config.rootfs)
         become_subreaper()
         self._bwrap = found
         self._prepared = True
@@ -299,7 +308,7 @@ class LinuxProvider:
         return bwrap.Layout(
             workspace=sandbox.workspace,
             internal=sandbox.internal,
-            etc_overrides=self.settings.runtime_dir / "etc",
+            etc=self._etc,
             mounts=sandbox.mounts,
             env=bwrap.base_env(env),
             workdir=workdir,
