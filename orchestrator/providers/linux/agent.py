@@ -30,6 +30,7 @@ import time
 SEL = selectors.DefaultSelector()
 OUT = sys.stdout.buffer
 PROCS = {}
+DRAIN_S = 0.5
 
 
 def send(obj):
@@ -51,6 +52,7 @@ class Proc:
         self.deadline = time.monotonic() + timeout if timeout else None
         self.timed_out = False
         self.status = None
+        self.exited_at = 0.0
 
     def kill(self):
         try:
@@ -153,15 +155,28 @@ def handle(msg):
 
 
 def reap():
+    # The agent is pid 1 of the sandbox: orphans of every command end up here and are reaped too.
+    by_pid = {p.pid: p for p in PROCS.values() if p.status is None}
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if not pid:
+            break
+        proc = by_pid.get(pid)
+        if proc is not None:
+            proc.status = status
+            proc.exited_at = time.monotonic()
+            proc.kill()  # the group: background children of a finished command go too
     for proc in list(PROCS.values()):
-        if proc.status is None:
-            try:
-                pid, status = os.waitpid(proc.pid, os.WNOHANG)
-            except ChildProcessError:
-                pid, status = proc.pid, 0
-            if pid:
-                proc.status = status
-                proc.kill()  # the group: background children of a finished command go too
+        if proc.status is not None and proc.fds and time.monotonic() - proc.exited_at > DRAIN_S:
+            # A process that left the group still holds the pipes: stop reading, report the exit.
+            for fd in list(proc.fds):
+                SEL.unregister(fd)
+                if fd != proc.pty_fd:
+                    os.close(fd)
+            proc.fds.clear()
         if proc.status is not None and not proc.fds:
             status = proc.status
             code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status >> 8
@@ -190,6 +205,7 @@ def main():
     while True:
         now = time.monotonic()
         timeouts = [p.deadline for p in PROCS.values() if p.deadline and p.status is None]
+        timeouts += [p.exited_at + DRAIN_S for p in PROCS.values() if p.status is not None and p.fds]
         wait = max(0.0, min(timeouts) - now) if timeouts else None
         for key, _ in SEL.select(timeout=wait if wait is None else min(wait, 1.0)):
             kind, proc = key.data

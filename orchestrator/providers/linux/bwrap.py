@@ -136,6 +136,9 @@ def build_argv(bwrap: Path, layout: Layout, command: list[str], *, seccomp_fd: i
         "--gid", str(SANDBOX_GID),
         "--hostname", "sandbox",
         "--die-with-parent",
+        # The job is pid 1 of its namespace and bwrap's direct child: bwrap reaps it, and when it
+        # exits the kernel kills everything else in the namespace. No orphaned reaper is left behind.
+        "--as-pid-1",
     ]  # fmt: skip
     if layout.new_session:
         args.append("--new-session")

@@ -69,7 +69,7 @@ def run_process(
     on_spawn: Callable[[subprocess.Popen[bytes]], None] | None = None,
     watchdog: Callable[[], str | None] | None = None,
     watchdog_interval: float = 0.25,
-    reap_child: Callable[[int], object] | None = None,
+    on_child_pid: Callable[[int], object] | None = None,
 ) -> RawOutcome:
     started = time.monotonic()
     try:
@@ -152,6 +152,11 @@ def run_process(
                         continue
                     if data:
                         status += data
+                        if on_child_pid is not None and b"child-pid" in data:
+                            pid = parse_status(bytes(status)).get("child-pid")
+                            if pid is not None:
+                                on_child_pid(pid)
+                                on_child_pid = None
                     else:
                         sel.unregister(key.fd)
                 elif kind == "exit":
@@ -189,8 +194,6 @@ def run_process(
                     pipe.close()
         os.close(status_fd)
         parsed = parse_status(bytes(status))
-        if reap_child is not None and "child-pid" in parsed:
-            reap_child(parsed["child-pid"])
     return RawOutcome(
         returncode=returncode,
         exit_code=parsed.get("exit-code"),

@@ -12,12 +12,10 @@ Layers, each of which holds on its own:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import math
 import os
 import resource
-import select
 import signal
 import subprocess
 import threading
@@ -45,7 +43,6 @@ from orchestrator.spec import JobSpec
 
 SCRIPT_PATH = f"{bwrap.INTERNAL_DIR}/script"
 _RECORD = "sandbox.json"
-_PR_SET_CHILD_SUBREAPER = 36
 _UNRECORDED_GRACE_S = 60.0
 
 
@@ -55,34 +52,6 @@ def _process_start_time(pid: int) -> str | None:
             return handle.read().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
-
-
-def become_subreaper() -> None:
-    """Adopt orphaned descendants so we can reap them.
-
-    bubblewrap's outer process exits as soon as the job's exit code is known,
-    before its pid-namespace init is reaped; without this, that init would be
-    re-parented to the host's pid 1, which in containers often never reaps.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-def reap(pid: int, timeout: float = 2.0) -> bool:
-    """Wait for an adopted process to exit and collect it; True once it is gone."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        select.select([pidfd], [], [], timeout)
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return not os.path.exists(f"/proc/{pid}")
-        return bool(done)
-    finally:
-        os.close(pidfd)
 
 
 def _count_user_processes(uid: int) -> int:
@@ -164,7 +133,6 @@ class LinuxProvider:
         self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.sandboxes_dir, 0o711 if self.is_root else 0o700)
         self._etc = bwrap.build_etc(runtime, self.config.rootfs)
-        become_subreaper()
         self._bwrap = found
         self._prepared = True
         return found
@@ -282,7 +250,7 @@ class LinuxProvider:
                     self.config.cgroup_parent,
                     sandbox.id,
                     memory_bytes=limits.memory_mb * 1024 * 1024,
-                    pids=limits.pids + 2,  # the outer bwrap and its pid-namespace init
+                    pids=limits.pids + 1,  # bubblewrap itself
                     cpus=limits.cpus,
                 )
             except OSError as exc:
@@ -321,7 +289,7 @@ class LinuxProvider:
     def rlimits(self, sandbox: LinuxSandbox) -> list[tuple[int, tuple[int, int]]]:
         limits = sandbox.spec.limits
         cpu = max(1, math.ceil(limits.cpu_s))
-        nproc = limits.pids + (16 if sandbox.cgroup is not None else 2)
+        nproc = limits.pids + (16 if sandbox.cgroup is not None else 1)
         if not self.is_root:
             nproc += _count_user_processes(os.geteuid())
         out = [
@@ -355,7 +323,17 @@ class LinuxProvider:
         return hook
 
     def kill_processes(self, sandbox: LinuxSandbox) -> None:
+        """Kill each sandbox's pid 1 first, so bubblewrap reaps it; then bubblewrap; then the cgroup.
+
+        Killing bubblewrap first would orphan the job's pid 1 to the host's init,
+        which in a container may never reap it.
+        """
+        for pid in sandbox.child_pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         for proc in sandbox.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1.0)
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
@@ -390,7 +368,7 @@ class LinuxProvider:
                     with contextlib.suppress(OSError):
                         pipe.close()
         for pid in sandbox.child_pids:
-            if not reap(pid):
+            if _alive(pid):
                 leftovers.append(f"process {pid}")
         if sandbox.cgroup is not None and not sandbox.cgroup.remove():
             leftovers.append(f"cgroup {sandbox.id}")
@@ -465,6 +443,15 @@ class LinuxProvider:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _owned_by(path: str, uid: int) -> bool:

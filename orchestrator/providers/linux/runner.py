@@ -15,8 +15,6 @@ from orchestrator.output import OutputCapture
 from orchestrator.providers.base import ExecOutcome, ExecRequest
 from orchestrator.providers.linux import bwrap, seccomp
 from orchestrator.providers.linux.process import RawOutcome, run_process
-from orchestrator.providers.linux.provider import reap
-
 if TYPE_CHECKING:
     from orchestrator.providers.linux.provider import LinuxProvider, LinuxSandbox
 
@@ -46,12 +44,12 @@ def spawn_args(
     return argv, seccomp_fd, status_read, status_write
 
 
-def _killer(sandbox: LinuxSandbox) -> Callable[[subprocess.Popen[bytes]], None]:
+def _killer(provider: LinuxProvider, sandbox: LinuxSandbox) -> Callable[[subprocess.Popen[bytes]], None]:
     def kill(proc: subprocess.Popen[bytes]) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        if sandbox.cgroup is not None:
-            sandbox.cgroup.kill_all(timeout=2.0)
+        if not sandbox.child_pids:  # killed before bubblewrap reported the job's pid
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        provider.kill_processes(sandbox)
 
     return kill
 
@@ -133,10 +131,10 @@ def run_in_sandbox(
         close_after_spawn=(seccomp_fd, status_write),
         status_fd=status_read,
         preexec=hook,
-        kill=_killer(sandbox),
+        kill=_killer(provider, sandbox),
         on_spawn=sandbox.processes.append,
         watchdog=_cpu_watchdog(sandbox),
-        reap_child=reap,
+        on_child_pid=sandbox.child_pids.append,
     )
     if sandbox.cgroup is not None:
         sandbox.cgroup.close_proc_files()

@@ -93,7 +93,7 @@ class SessionAgent:
             )
 
     def _record_child_pid(self, sandbox: LinuxSandbox) -> None:
-        """bubblewrap reports its pid-namespace init first; it must be reaped at teardown."""
+        """bubblewrap reports the agent's pid first; teardown kills it before bubblewrap."""
         from orchestrator.providers.linux.process import parse_status
 
         os.set_blocking(self._status_read, False)
