@@ -15,6 +15,7 @@ from orchestrator.output import OutputCapture
 from orchestrator.providers.base import ExecOutcome, ExecRequest
 from orchestrator.providers.linux import bwrap, seccomp
 from orchestrator.providers.linux.process import RawOutcome, run_process
+
 if TYPE_CHECKING:
     from orchestrator.providers.linux.provider import LinuxProvider, LinuxSandbox
 
