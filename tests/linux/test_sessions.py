@@ -82,5 +82,7 @@ def test_a_command_that_leaves_a_daemon_holding_its_output_still_returns(session
     assert outcome.exit_code == 0 and out.stdout.text() == "started\n"
     assert time.monotonic() - started < 5
     # Orphans are reaped by the agent (pid 1): no zombies pile up in the session.
-    outcome, out = run(provider, box, ["sh", "-c", "for i in 1 2 3 4 5; do (sleep 0.01 &); done; sleep 0.3; ps -eo stat"])
+    outcome, out = run(
+        provider, box, ["sh", "-c", "for i in 1 2 3 4 5; do (sleep 0.01 &); done; sleep 0.3; ps -eo stat"]
+    )
     assert "Z" not in out.stdout.text().split()
