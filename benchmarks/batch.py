@@ -1,0 +1,159 @@
+"""Batch throughput: sandboxed ``orchestrator batch`` vs a plain subprocess per sample.
+
+Generates HumanEval-style problems with correct, wrong, crashing and looping
+solutions, then runs them (a) unsandboxed, one ``python3 -c`` subprocess per
+sample with a wall-clock timeout, the way common harnesses do, and (b) through
+``orchestrator batch`` (the real CLI, one disposable sandbox per sample), with
+the same parallelism and the same interpreter, alternating the arms round by
+round so machine noise hits both. Prints samples/s for both and the ratio, and
+checks that both arms reach the same verdicts.
+
+Target (issue #7): sandboxed / unsandboxed >= 0.5.
+
+    .venv/bin/python benchmarks/batch.py [--problems 64] [--parallel 4] [--rounds 2] [--no-loops]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from orchestrator.batch.formats import humaneval_program
+
+PYTHON = "/usr/bin/python3"  # what "python3" resolves to inside the sandbox
+
+
+def problem(i: int) -> dict[str, str]:
+    a, b = i % 7 + 2, i % 5 + 1
+    return {
+        "task_id": f"Bench/{i}",
+        "entry_point": f"solve_{i}",
+        "prompt": f'def solve_{i}(xs):\n    """Sort xs, scale each by {a} and add {b}; return the list."""\n',
+        "test": (
+            "def check(candidate):\n"
+            f"    assert candidate([3, 1, 2]) == [{a} * x + {b} for x in [1, 2, 3]]\n"
+            f"    assert candidate([]) == []\n"
+            f"    data = list(range(200, 0, -1))\n"
+            f"    assert candidate(data) == [{a} * x + {b} for x in sorted(data)]\n"
+        ),
+        "_a": str(a),
+        "_b": str(b),
+    }
+
+
+def solutions(p: dict[str, str], i: int, loops: bool) -> list[tuple[str, str]]:
+    a, b = p["_a"], p["_b"]
+    out = [
+        ("correct", f"    return [{a} * x + {b} for x in sorted(xs)]\n"),
+        ("wrong", f"    return [{a} * x + {b} for x in xs]\n"),
+        ("crash", "    return xs.no_such_method()\n"),
+    ]
+    if loops and i % 8 == 0:
+        out.append(("loop", "    while True:\n        pass\n"))
+    return out
+
+
+def generate(n_problems: int, loops: bool, directory: Path) -> tuple[Path, Path, dict[str, str]]:
+    problems, samples, kinds = [], [], {}
+    for i in range(n_problems):
+        p = problem(i)
+        problems.append({k: v for k, v in p.items() if not k.startswith("_")})
+        for j, (kind, completion) in enumerate(solutions(p, i, loops)):
+            sample_id = f"{p['task_id']}#{j}"
+            samples.append({"id": sample_id, "task_id": p["task_id"], "completion": completion})
+            kinds[sample_id] = kind
+    prob_path, sample_path = directory / "problems.jsonl", directory / "samples.jsonl"
+    prob_path.write_text("".join(json.dumps(p) + "\n" for p in problems))
+    sample_path.write_text("".join(json.dumps(s) + "\n" for s in samples))
+    return prob_path, sample_path, kinds
+
+
+def run_plain(programs: dict[str, str], parallel: int, timeout: float) -> tuple[float, dict[str, str]]:
+    def one(item: tuple[str, str]) -> tuple[str, str]:
+        sample_id, program = item
+        try:
+            proc = subprocess.run([PYTHON, "-c", program], capture_output=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return sample_id, "timed_out"
+        return sample_id, "passed" if proc.returncode == 0 else "failed"
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(parallel) as pool:
+        verdicts = dict(pool.map(one, programs.items()))
+    return time.perf_counter() - t0, verdicts
+
+
+def run_sandboxed(
+    samples: Path, problems: Path, out: Path, parallel: int, timeout: float
+) -> tuple[float, dict[str, str]]:
+    out.unlink(missing_ok=True)
+    argv = [
+        sys.executable, "-m", "orchestrator", "batch", str(samples), "-o", str(out), "--format", "humaneval",
+        "--problems", str(problems), "--parallel", str(parallel), "--cpu-time", str(timeout),
+        "--timeout", str(timeout * 5), "--quiet",
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"orchestrator batch failed ({proc.returncode}): {proc.stderr}")
+    verdicts = {}
+    for line in out.read_text().splitlines():
+        record = json.loads(line)
+        verdicts[record["id"]] = record["verdict"]
+    return elapsed, verdicts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--problems", type=int, default=64)
+    parser.add_argument("--parallel", type=int, default=2 * (os.cpu_count() or 1))
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=1.0, help="per-sample limit (wall for plain, CPU for batch)")
+    parser.add_argument("--no-loops", action="store_true", help="leave out the looping solutions")
+    args = parser.parse_args()
+    directory = Path(tempfile.mkdtemp(prefix="orch-bench-batch-"))
+    prob_path, sample_path, kinds = generate(args.problems, not args.no_loops, directory)
+    problems = {json.loads(line)["task_id"]: json.loads(line) for line in prob_path.read_text().splitlines()}
+    programs = {}
+    for line in sample_path.read_text().splitlines():
+        s = json.loads(line)
+        p = problems[s["task_id"]]
+        programs[s["id"]] = humaneval_program(p["prompt"], s["completion"], p["test"], p["entry_point"])
+    n = len(programs)
+    plain_times, batch_times = [], []
+    plain_v: dict[str, str] = {}
+    batch_v: dict[str, str] = {}
+    for _ in range(args.rounds):
+        elapsed, plain_v = run_plain(programs, args.parallel, args.timeout)
+        plain_times.append(elapsed)
+        out = directory / "results.jsonl"
+        elapsed, batch_v = run_sandboxed(sample_path, prob_path, out, args.parallel, args.timeout)
+        batch_times.append(elapsed)
+    plain_rate, batch_rate = n / statistics.median(plain_times), n / statistics.median(batch_times)
+    mix = {k: list(kinds.values()).count(k) for k in ("correct", "wrong", "crash", "loop")}
+    print(f"samples: {n} {mix}; parallel {args.parallel}; rounds {args.rounds}; cpus {os.cpu_count()}")
+    runs = {name: ", ".join(f"{t:.2f}s" for t in times) for name, times in (("p", plain_times), ("b", batch_times))}
+    print(f"unsandboxed subprocess : {plain_rate:7.2f} samples/s  (runs: {runs['p']})")
+    print(f"orchestrator batch     : {batch_rate:7.2f} samples/s  (runs: {runs['b']})")
+    print(f"ratio sandboxed/plain  : {batch_rate / plain_rate:.2f}  (target >= 0.5)")
+    loop_ok = {"timed_out", "limit_exceeded"}
+    mismatched = [
+        i for i in programs
+        if plain_v[i] != batch_v.get(i) and not (plain_v[i] in loop_ok and batch_v.get(i) in loop_ok)
+    ]  # fmt: skip
+    print(f"verdicts agree: {n - len(mismatched)}/{n}" + (f"; differ: {mismatched[:5]}" if mismatched else ""))
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
