@@ -1,11 +1,12 @@
 """Engine overhead per job: `orchestrator` running /bin/true vs. the same bubblewrap sandbox spawned directly.
 
 Both run in this process, interleaved, so machine noise hits both alike. The
-raw baseline uses the exact bwrap argv the provider builds (same namespaces,
-seccomp filter, mounts and uid drop) against a prepared workspace; the engine
-run adds everything a job really gets: spec handling, the state machine and
-audit events, a fresh size-limited workspace, a cgroup (as root), output
-capture, collection and verified teardown.
+raw baseline runs the exact bwrap argv the provider builds (same namespaces,
+seccomp filter, mounts, same unprivileged uid) against a prepared workspace,
+with its output captured; the engine run adds everything a job really gets:
+spec handling, the state machine and audit events, a fresh size-limited
+workspace, a cgroup and rlimits (as root), output capture, collection and
+verified teardown.
 
 Target (issue #2): engine time / raw spawn time <= 1.5.
 """
@@ -21,11 +22,19 @@ import time
 from pathlib import Path
 
 from orchestrator.engine import Engine
-from orchestrator.providers.linux import LinuxProvider
-from orchestrator.providers.linux.runner import spawn_args
+from orchestrator.providers.linux import LinuxProvider, LinuxSandbox, bwrap
+from orchestrator.providers.linux.spawn import seccomp_pipe
 from orchestrator.result import JobStatus
 from orchestrator.settings import Settings
 from orchestrator.spec import parse_job_spec
+
+
+def _argv(provider: LinuxProvider, box: LinuxSandbox) -> tuple[list[str], int, int, int]:
+    seccomp_fd = seccomp_pipe()
+    status_read, status_write = os.pipe2(os.O_CLOEXEC)
+    layout = provider.layout(box, {}, "/workspace")
+    argv = bwrap.build_argv(provider.prepare(), layout, ["/bin/true"], seccomp_fd=seccomp_fd, status_fd=status_write)
+    return argv, seccomp_fd, status_read, status_write
 
 
 def main() -> None:
@@ -40,19 +49,17 @@ def main() -> None:
     assert isinstance(provider, LinuxProvider)
     spec = parse_job_spec({"command": ["/bin/true"]})
     raw_box = provider.create(f"raw-baseline-{os.getpid()}", spec)
-    group, raw_box.cgroup = raw_box.cgroup, None  # the baseline joins no cgroup
-    drop = provider.spawn_hook(raw_box)
 
     def raw_once() -> float:
-        argv, seccomp_fd, status_read, status_write = spawn_args(provider, raw_box, ["/bin/true"], {}, "/workspace")
+        """The same bwrap argv and uid, spawned and waited for directly, output captured."""
+        argv, seccomp_fd, status_read, status_write = _argv(provider, raw_box)
+        identity = {"user": raw_box.uid, "group": raw_box.uid, "extra_groups": []} if provider.is_root else {}
         t0 = time.perf_counter()
-        proc = subprocess.run(
-            argv, pass_fds=(seccomp_fd, status_write), preexec_fn=drop, stdout=subprocess.DEVNULL, check=False
-        )
+        proc = subprocess.run(argv, pass_fds=(seccomp_fd, status_write), capture_output=True, check=False, **identity)
         elapsed = time.perf_counter() - t0
         for fd in (seccomp_fd, status_read, status_write):
             os.close(fd)
-        assert proc.returncode == 0
+        assert proc.returncode == 0, proc.stderr
         return elapsed
 
     def engine_once() -> float:
@@ -69,7 +76,6 @@ def main() -> None:
     for _ in range(args.n):
         raw.append(raw_once())
         eng.append(engine_once())
-    raw_box.cgroup = group
     provider.destroy(raw_box)
     raw_med, eng_med = statistics.median(raw), statistics.median(eng)
     print(f"jobs: {args.n} each, interleaved; bwrap: {provider.prepare()}")

@@ -22,12 +22,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.errors import SandboxCreateError
 from orchestrator.providers.base import TeardownReport
 from orchestrator.providers.linux import LinuxProvider, LinuxSandbox
 from orchestrator.providers.linux.bwrap import INTERNAL_DIR
 from orchestrator.providers.linux.process import parse_status
-from orchestrator.providers.linux.runner import spawn_args
+from orchestrator.providers.linux.spawn import start
 from orchestrator.result import Artifact
 from orchestrator.spec import JobSpec
 
@@ -97,44 +96,26 @@ class LocalPtySession:
         os.set_inheritable(master, False)
         try:
             fcntl.ioctl(slave, termios.TIOCSWINSZ, _winsize(*size))
-            bwrap_argv, seccomp_fd, status_read, status_write = spawn_args(
-                provider, sandbox, argv, env, sandbox.spec.workdir, new_session=False
+            started = start(
+                provider,
+                sandbox,
+                argv,
+                env,
+                sandbox.spec.workdir,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                new_session=False,
+                controlling_tty=True,
             )
-            limits_hook = provider.spawn_hook(sandbox)
-
-            def child() -> None:
-                # After setsid (start_new_session) and the dup2 of the pty onto 0/1/2.
-                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-                limits_hook()
-
-            try:
-                proc = subprocess.Popen(
-                    bwrap_argv,
-                    stdin=slave,
-                    stdout=slave,
-                    stderr=slave,
-                    pass_fds=(seccomp_fd, status_write),
-                    preexec_fn=child,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            except OSError as exc:
-                raise SandboxCreateError(f"cannot start the sandbox: {exc}") from None
-            finally:
-                for fd in (seccomp_fd, status_write):
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-                if sandbox.cgroup is not None:
-                    sandbox.cgroup.close_proc_files()
         except BaseException:
             os.close(master)
             raise
         finally:
             os.close(slave)
-        sandbox.processes.append(proc)
-        os.set_blocking(status_read, False)
-        session = cls(provider, sandbox, master, proc, status_read)
-        session._read_status()
+        os.set_blocking(started.status_fd, False)
+        session = cls(provider, sandbox, master, started.proc, started.status_fd)
+        session._status += started.status
         return session
 
     # --- driving ------------------------------------------------------------

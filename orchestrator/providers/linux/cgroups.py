@@ -1,8 +1,8 @@
 """Per-job control groups, v1 or v2, when the host lets us create them (root).
 
-A job's processes join its group before bubblewrap runs (the spawn hook writes
-to pre-opened ``cgroup.procs`` files), so every descendant, daemonized or not,
-is counted, limited and killed with it.
+A job's pid 1 joins its group while bubblewrap holds it before exec (see
+``spawn.py``), so every descendant, daemonized or not, is counted, limited and
+killed with it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -65,7 +65,6 @@ def detect_version(root: Path = CGROUP_ROOT) -> int | None:
 class JobCgroup:
     version: int
     paths: dict[str, Path]
-    _proc_fds: list[int] = field(default_factory=list)
 
     @classmethod
     def create(
@@ -111,16 +110,10 @@ class JobCgroup:
             raise
         return group
 
-    def open_proc_files(self) -> list[int]:
-        """Open every ``cgroup.procs`` for writing, to be used by the spawn hook after fork."""
-        self._proc_fds = [os.open(p / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for p in self.paths.values()]
-        return self._proc_fds
-
-    def close_proc_files(self) -> None:
-        for fd in self._proc_fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._proc_fds = []
+    def add(self, pid: int) -> None:
+        """Move a process into every hierarchy of the group; its future children follow."""
+        for path in self.paths.values():
+            _write(path / "cgroup.procs", str(pid))
 
     def pids(self) -> list[int]:
         """Members of the group; every process joins all hierarchies, so one suffices."""
@@ -175,7 +168,6 @@ class JobCgroup:
 
     def remove(self) -> bool:
         """Kill what is left and remove the groups; True when nothing remains."""
-        self.close_proc_files()
         empty = self.kill_all() if self.paths else True
         ok = empty
         for path in self.paths.values():

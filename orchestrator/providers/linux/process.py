@@ -1,4 +1,4 @@
-"""Running one bubblewrap process: spawn, pump its streams, enforce the deadline.
+"""Running one sandboxed program to its end: pump its streams, enforce the deadline.
 
 Output is drained continuously into capped buffers, so a job that writes
 without end never blocks and never fills memory. The wall deadline and the
@@ -13,11 +13,15 @@ import os
 import selectors
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from orchestrator.cancel import CancelToken
 from orchestrator.output import OutputCapture
+
+if TYPE_CHECKING:
+    from orchestrator.providers.linux.spawn import Started
 
 _CHUNK = 65536
 
@@ -55,40 +59,19 @@ def parse_status(data: bytes) -> dict[str, int]:
 
 
 def run_process(
-    argv: Sequence[str],
+    started: Started,
     *,
     stdin: bytes | None,
     output: OutputCapture,
     deadline: float,
     cancel: CancelToken,
-    pass_fds: Sequence[int],
-    close_after_spawn: Sequence[int],
-    status_fd: int,
-    preexec: Callable[[], None] | None,
     kill: Callable[[subprocess.Popen[bytes]], None],
-    on_spawn: Callable[[subprocess.Popen[bytes]], None] | None = None,
     watchdog: Callable[[], str | None] | None = None,
     watchdog_interval: float = 0.25,
-    on_child_pid: Callable[[int], object] | None = None,
 ) -> RawOutcome:
-    started = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=tuple(pass_fds),
-            preexec_fn=preexec,
-            start_new_session=True,
-            close_fds=True,
-        )
-    finally:
-        for fd in close_after_spawn:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-    if on_spawn is not None:
-        on_spawn(proc)
+    """Pump a started sandbox's streams until it ends, killing it at the deadline or on cancel."""
+    begun = time.monotonic()
+    proc, status_fd, status = started.proc, started.status_fd, started.status
     pidfd = os.pidfd_open(proc.pid)
     sel = selectors.DefaultSelector()
     assert proc.stdout is not None and proc.stderr is not None
@@ -107,7 +90,6 @@ def run_process(
             sel.register(proc.stdin.fileno(), selectors.EVENT_WRITE, "stdin")
         else:
             proc.stdin.close()
-    status = bytearray()
     timed_out = cancelled = exited = False
     drain_until: float | None = None
     open_streams = set(streams)
@@ -152,11 +134,6 @@ def run_process(
                         continue
                     if data:
                         status += data
-                        if on_child_pid is not None and b"child-pid" in data:
-                            pid = parse_status(bytes(status)).get("child-pid")
-                            if pid is not None:
-                                on_child_pid(pid)
-                                on_child_pid = None
                     else:
                         sel.unregister(key.fd)
                 elif kind == "exit":
@@ -200,6 +177,6 @@ def run_process(
         child_pid=parsed.get("child-pid"),
         timed_out=timed_out,
         cancelled=cancelled,
-        duration_s=time.monotonic() - started,
+        duration_s=time.monotonic() - begun,
         limit_hit=limit_hit,
     )

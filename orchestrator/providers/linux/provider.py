@@ -54,16 +54,6 @@ def _process_start_time(pid: int) -> str | None:
         return None
 
 
-def _count_user_processes(uid: int) -> int:
-    count = 0
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if entry.stat().st_uid == uid:
-                    count += 1
-    return count
-
-
 @dataclass
 class LinuxSandbox:
     id: str
@@ -250,7 +240,7 @@ class LinuxProvider:
                     self.config.cgroup_parent,
                     sandbox.id,
                     memory_bytes=limits.memory_mb * 1024 * 1024,
-                    pids=limits.pids + 1,  # bubblewrap itself
+                    pids=limits.pids,  # only the job joins: bubblewrap stays outside
                     cpus=limits.cpus,
                 )
             except OSError as exc:
@@ -289,9 +279,8 @@ class LinuxProvider:
     def rlimits(self, sandbox: LinuxSandbox) -> list[tuple[int, tuple[int, int]]]:
         limits = sandbox.spec.limits
         cpu = max(1, math.ceil(limits.cpu_s))
-        nproc = limits.pids + (16 if sandbox.cgroup is not None else 1)
-        if not self.is_root:
-            nproc += _count_user_processes(os.geteuid())
+        # Counted per user namespace: only the sandbox's own processes, the job's pid 1 included.
+        nproc = limits.pids + (16 if sandbox.cgroup is not None else 0)
         out = [
             (resource.RLIMIT_CPU, (cpu, cpu + 1)),
             (resource.RLIMIT_NPROC, (nproc, nproc)),
@@ -303,24 +292,6 @@ class LinuxProvider:
             memory = (limits.memory_mb + 64) * 1024 * 1024
             out.append((resource.RLIMIT_AS, (memory, memory)))
         return out
-
-    def spawn_hook(self, sandbox: LinuxSandbox) -> Any:
-        """The function run in the child between fork and exec: join the cgroup, set limits, drop root."""
-        cgroup_fds = sandbox.cgroup.open_proc_files() if sandbox.cgroup else []
-        limits = self.rlimits(sandbox)
-        drop_to = sandbox.uid if self.is_root else None
-
-        def hook() -> None:
-            for fd in cgroup_fds:
-                os.write(fd, b"0")
-            for kind, value in limits:
-                resource.setrlimit(kind, value)
-            if drop_to is not None:
-                os.setgroups([])
-                os.setresgid(drop_to, drop_to, drop_to)
-                os.setresuid(drop_to, drop_to, drop_to)
-
-        return hook
 
     def kill_processes(self, sandbox: LinuxSandbox) -> None:
         """Kill each sandbox's pid 1 first, so bubblewrap reaps it; then bubblewrap; then the cgroup.

@@ -13,36 +13,13 @@ from typing import TYPE_CHECKING
 from orchestrator.cancel import CancelToken
 from orchestrator.output import OutputCapture
 from orchestrator.providers.base import ExecOutcome, ExecRequest
-from orchestrator.providers.linux import bwrap, seccomp
 from orchestrator.providers.linux.process import RawOutcome, run_process
+from orchestrator.providers.linux.spawn import start
 
 if TYPE_CHECKING:
     from orchestrator.providers.linux.provider import LinuxProvider, LinuxSandbox
 
-_EXEC_FAILED = b"bwrap: execvp "
-
-
-def seccomp_pipe() -> int:
-    """A pipe holding the compiled filter; bubblewrap reads it to EOF and closes it."""
-    program = seccomp.compile_filter()
-    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-    try:
-        os.write(write_fd, program)
-    finally:
-        os.close(write_fd)
-    return read_fd
-
-
-def spawn_args(
-    provider: LinuxProvider, sandbox: LinuxSandbox, command: list[str], env: dict[str, str], workdir: str, **kw: bool
-) -> tuple[list[str], int, int, int]:
-    """argv for bubblewrap plus the fds it consumes: (argv, seccomp_fd, status_read, status_write)."""
-    bwrap_path = provider.prepare()
-    seccomp_fd = seccomp_pipe()
-    status_read, status_write = os.pipe2(os.O_CLOEXEC)
-    layout = provider.layout(sandbox, env, workdir, **kw)
-    argv = bwrap.build_argv(bwrap_path, layout, command, seccomp_fd=seccomp_fd, status_fd=status_write)
-    return argv, seccomp_fd, status_read, status_write
+_EXEC_FAILED = (b"bwrap: execvp ", b"prlimit: failed to execute ")
 
 
 def _killer(provider: LinuxProvider, sandbox: LinuxSandbox) -> Callable[[subprocess.Popen[bytes]], None]:
@@ -71,9 +48,10 @@ def classify(sandbox: LinuxSandbox, raw: RawOutcome, stderr_head: bytes) -> Exec
     code = raw.exit_code if raw.exit_code is not None else raw.returncode
     sig = code - 128 if raw.exit_code is not None and 128 < code < 128 + 65 else None
     outcome = ExecOutcome(exit_code=code, signal=sig, timed_out=raw.timed_out)
-    if stderr_head.startswith(_EXEC_FAILED) and code == 1:
+    if stderr_head.startswith(_EXEC_FAILED) and code in (1, 126, 127):
         outcome.error_code = "job.command_not_found"
-        outcome.error_message = stderr_head.decode(errors="replace").strip().removeprefix("bwrap: ")
+        message = stderr_head.decode(errors="replace").strip()
+        outcome.error_message = message.removeprefix("bwrap: ").removeprefix("prlimit: ")
         return outcome
     if raw.exit_code is None and not (raw.timed_out or raw.cancelled) and stderr_head.startswith(b"bwrap:"):
         outcome.error_code = "sandbox.create_failed"
@@ -120,23 +98,24 @@ def run_in_sandbox(
     output: OutputCapture,
     cancel: CancelToken,
 ) -> ExecOutcome:
-    argv, seccomp_fd, status_read, status_write = spawn_args(provider, sandbox, request.argv, request.env, request.cwd)
-    hook = provider.spawn_hook(sandbox)
+    deadline = time.monotonic() + request.timeout_s
+    started = start(
+        provider,
+        sandbox,
+        request.argv,
+        request.env,
+        request.cwd,
+        stdin=subprocess.PIPE if request.stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     raw = run_process(
-        argv,
+        started,
         stdin=request.stdin,
         output=output,
-        deadline=time.monotonic() + request.timeout_s,
+        deadline=deadline,
         cancel=cancel,
-        pass_fds=(seccomp_fd, status_write),
-        close_after_spawn=(seccomp_fd, status_write),
-        status_fd=status_read,
-        preexec=hook,
         kill=_killer(provider, sandbox),
-        on_spawn=sandbox.processes.append,
         watchdog=_cpu_watchdog(sandbox),
-        on_child_pid=sandbox.child_pids.append,
     )
-    if sandbox.cgroup is not None:
-        sandbox.cgroup.close_proc_files()
     return classify(sandbox, raw, output.stderr.getvalue()[:4096])

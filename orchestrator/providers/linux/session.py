@@ -24,6 +24,7 @@ from orchestrator.errors import SandboxError
 from orchestrator.output import OutputCapture
 from orchestrator.providers.base import ExecOutcome, ExecRequest
 from orchestrator.providers.linux import bwrap
+from orchestrator.providers.linux.spawn import start
 
 if TYPE_CHECKING:
     from orchestrator.providers.linux.provider import LinuxProvider, LinuxSandbox
@@ -48,30 +49,20 @@ class Exec:
 
 class SessionAgent:
     def __init__(self, provider: LinuxProvider, sandbox: LinuxSandbox):
-        from orchestrator.providers.linux.runner import spawn_args
-
         shutil.copyfile(AGENT_SOURCE, sandbox.internal / "agent.py")
         os.chmod(sandbox.internal / "agent.py", 0o644)
-        argv, seccomp_fd, status_read, status_write = spawn_args(
-            provider, sandbox, ["python3", "-I", "-S", "-u", AGENT_PATH], dict(sandbox.spec.env), "/workspace"
+        started = start(
+            provider,
+            sandbox,
+            ["python3", "-I", "-S", "-u", AGENT_PATH],
+            dict(sandbox.spec.env),
+            "/workspace",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
-        hook = provider.spawn_hook(sandbox)
-        try:
-            self.proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=(seccomp_fd, status_write),
-                preexec_fn=hook,
-                start_new_session=True,
-            )
-        finally:
-            for fd in (seccomp_fd, status_write):
-                os.close(fd)
-            if sandbox.cgroup is not None:
-                sandbox.cgroup.close_proc_files()
-        sandbox.processes.append(self.proc)
+        self.proc = started.proc
+        status_read = started.status_fd
         self._status_read = status_read
         self._lock = threading.Lock()
         self._execs: dict[int, Exec] = {}
@@ -83,24 +74,12 @@ class SessionAgent:
         self._reader = threading.Thread(target=self._read_loop, name=f"agent-{sandbox.id[:8]}", daemon=True)
         self._reader.start()
         threading.Thread(target=self._drain_stderr, daemon=True).start()
-        ready = self._ready.wait(_READY_TIMEOUT) and not self.broken
-        self._record_child_pid(sandbox)
-        if not ready:
+        if not self._ready.wait(_READY_TIMEOUT) or self.broken:
             self.close()
             raise AgentBroken(
                 f"the session agent did not start: {self.broken or 'timeout'}; "
                 f"{self._stderr.decode(errors='replace')[-500:]}".strip()
             )
-
-    def _record_child_pid(self, sandbox: LinuxSandbox) -> None:
-        """bubblewrap reports the agent's pid first; teardown kills it before bubblewrap."""
-        from orchestrator.providers.linux.process import parse_status
-
-        os.set_blocking(self._status_read, False)
-        with contextlib.suppress(OSError):
-            pid = parse_status(os.read(self._status_read, 4096)).get("child-pid")
-            if pid is not None:
-                sandbox.child_pids.append(pid)
 
     def _drain_stderr(self) -> None:
         assert self.proc.stderr is not None
