@@ -21,7 +21,8 @@ class CancelToken:
         self.reason = reason
         self._event.set()
         with contextlib.suppress(OSError):
-            os.write(self._write, b"x")
+            if self._write >= 0:
+                os.write(self._write, b"x")
 
     @property
     def cancelled(self) -> bool:
@@ -34,9 +35,12 @@ class CancelToken:
         return self._read
 
     def close(self) -> None:
-        for fd in (self._read, self._write):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        """Idempotent: a descriptor number is closed once, never again after reuse by another thread."""
+        fds, self._read, self._write = (self._read, self._write), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def __del__(self) -> None:
         self.close()

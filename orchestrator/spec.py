@@ -111,14 +111,7 @@ class JobSpec(_Strict):
     @field_validator("env")
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        size = 0
-        for key, val in value.items():
-            if not key or "=" in key or "\0" in key or "\0" in val:
-                raise PydanticCustomError("spec.invalid_env", "invalid environment variable {key!r}", {"key": key})
-            size += len(key.encode()) + len(val.encode()) + 2
-        if size > MAX_ENV_BYTES:
-            raise PydanticCustomError("spec.too_large", "the environment is too large")
-        return value
+        return validate_env(value)
 
     @field_validator("workdir")
     @classmethod
@@ -164,6 +157,11 @@ class SessionSpec(_Strict):
     ttl_s: float = Field(3600.0, gt=0, le=7 * 24 * 3600)
     idle_timeout_s: float = Field(600.0, gt=0, le=7 * 24 * 3600)
 
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        return validate_env(value)
+
     def as_job(self, command: list[str]) -> JobSpec:
         return JobSpec(
             command=command,
@@ -180,6 +178,17 @@ class SessionSpec(_Strict):
         )
 
 
+def validate_env(value: dict[str, str]) -> dict[str, str]:
+    size = 0
+    for key, val in value.items():
+        if not key or "=" in key or "\0" in key or "\0" in val:
+            raise PydanticCustomError("spec.invalid_env", "invalid environment variable name '{key}'", {"key": key})
+        size += len(key.encode()) + len(val.encode()) + 2
+    if size > MAX_ENV_BYTES:
+        raise PydanticCustomError("spec.too_large", "the environment is too large")
+    return value
+
+
 def workspace_relative(path: str) -> str:
     """Normalise a path given relative to the workspace; refuse any that escapes it."""
     if "\0" in path:
@@ -190,10 +199,10 @@ def workspace_relative(path: str) -> str:
             pure = pure.relative_to(WORKSPACE)
         except ValueError:
             raise PydanticCustomError(
-                "spec.invalid_path", "path {path!r} is outside the workspace", {"path": path}
+                "spec.invalid_path", "path '{path}' is outside the workspace", {"path": path}
             ) from None
     if ".." in pure.parts or str(pure) in ("", "."):
-        raise PydanticCustomError("spec.invalid_path", "path {path!r} escapes the workspace", {"path": path})
+        raise PydanticCustomError("spec.invalid_path", "path '{path}' escapes the workspace", {"path": path})
     return str(pure)
 
 

@@ -74,3 +74,21 @@ def test_events_are_serialisable() -> None:
         "at": 42.0,
         "details": {},
     }
+
+
+def test_cancel_token_closes_its_descriptors_once() -> None:
+    import os
+
+    from orchestrator.cancel import CancelToken
+
+    token = CancelToken()
+    read_fd = token.fileno()
+    token.close()
+    reused = os.open("/dev/null", os.O_RDONLY)  # may get the number just freed
+    try:
+        token.close()
+        del token
+        os.fstat(reused)  # still open: the token did not close it a second time
+    finally:
+        os.close(reused)
+    assert read_fd >= 0

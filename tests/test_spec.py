@@ -74,3 +74,17 @@ def test_operator_maxima() -> None:
         maxima.check(Limits(memory_mb=2048))
     assert info.value.code == "spec.limit_exceeds_maximum"
     assert info.value.details["maximum"] == 1024
+
+
+def test_session_spec_checks_the_environment_like_a_job() -> None:
+    from orchestrator.spec import parse_session_spec
+
+    with pytest.raises(SpecError) as info:
+        parse_session_spec({"env": {"": "x"}})
+    assert info.value.code == "spec.invalid_env"
+
+
+def test_path_errors_name_the_path() -> None:
+    with pytest.raises(SpecError) as info:
+        parse_job_spec({"command": ["x"], "artifacts": ["../secret"]})
+    assert "'../secret'" in info.value.message and "{path" not in info.value.message

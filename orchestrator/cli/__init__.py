@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-
 import typer
 
-from orchestrator.cli import doctor, render, run
+from orchestrator.cli import batch, doctor, render, run, serve, sessions, tokens, up
 
 app = typer.Typer(
     name="orchestrator",
@@ -15,33 +13,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command(
-    "run",
-    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
-    help="Run one job in a fresh sandbox: orchestrator run [OPTIONS] -- CMD [ARGS...]",
-)(run.run)
+_PASSTHROUGH = {"allow_interspersed_args": False, "ignore_unknown_options": True}
+
+app.command("run", context_settings=_PASSTHROUGH, help="Run one job in a fresh sandbox: run [OPTIONS] -- CMD")(run.run)
+app.command("up", context_settings={"allow_interspersed_args": False}, help="A shell in a throw-away sandbox.")(up.up)
+app.command("batch", help="Evaluate many generated programs, one sandbox each.")(batch.batch)
+app.command("serve", help="Start the REST control plane.")(serve.serve)
 app.command("doctor", help="Which providers this host can run, and how to fix the others.")(doctor.doctor)
 app.command("render", help="Write what a provider would launch for a spec, without running it.")(render.render)
-
-# Commands whose modules are still being written are registered when present.
-for module_name, kind, name, attr, extra in (
-    ("serve", "command", "serve", "serve", {}),
-    ("tokens", "group", "tokens", "tokens_app", {}),
-    ("up", "command", "up", "up", {"context_settings": {"allow_interspersed_args": False}}),
-    ("sessions", "group", "sessions", "sessions_app", {}),
-    ("batch", "command", "batch", "batch", {}),
-):
-    try:
-        module = importlib.import_module(f"orchestrator.cli.{module_name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"orchestrator.cli.{module_name}":
-            raise
-        continue
-    target = getattr(module, attr)
-    if kind == "command":
-        app.command(name, **extra)(target)
-    else:
-        app.add_typer(target, name=name)
+app.add_typer(tokens.tokens_app, name="tokens")
+app.add_typer(sessions.sessions_app, name="sessions")
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import threading
 import time
@@ -152,7 +151,6 @@ def test_cli_with_server(settings: Settings, tmp_path: Path, plane: str) -> None
     assert proc.returncode == 125 and "auth.invalid_token" in proc.stderr
 
 
-@pytest.mark.skipif(importlib.util.find_spec("api.app") is None, reason="api.app is not there yet")
 def test_against_the_real_app(settings: Settings, no_leaks: None) -> None:
     import socket
 
