@@ -8,7 +8,8 @@ spec handling, the state machine and audit events, a fresh size-limited
 workspace, a cgroup and rlimits (as root), output capture, collection and
 verified teardown.
 
-Target (issue #2): engine time / raw spawn time <= 1.5.
+Target (issue #2): engine time / raw spawn time <= 1.5. ``--no-cgroups`` shows
+how much of the overhead is the per-job cgroup (large on cgroup v1 hosts).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from orchestrator.engine import Engine
 from orchestrator.providers.linux import LinuxProvider, LinuxSandbox, bwrap
 from orchestrator.providers.linux.spawn import seccomp_pipe
 from orchestrator.result import JobStatus
-from orchestrator.settings import Settings
+from orchestrator.settings import LinuxSettings, Settings
 from orchestrator.spec import parse_job_spec
 
 
@@ -40,10 +41,13 @@ def _argv(provider: LinuxProvider, box: LinuxSandbox) -> tuple[list[str], int, i
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=200)
+    parser.add_argument("--no-cgroups", action="store_true", help="measure the engine without per-job cgroups")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="orch-bench-"))
     os.chmod(root, 0o711)
-    settings = Settings(data_dir=root / "data", runtime_dir=root / "run")
+    settings = Settings(
+        data_dir=root / "data", runtime_dir=root / "run", linux=LinuxSettings(use_cgroups=not args.no_cgroups)
+    )
     engine = Engine(settings)
     provider = engine.provider("linux")
     assert isinstance(provider, LinuxProvider)
@@ -78,7 +82,8 @@ def main() -> None:
         eng.append(engine_once())
     provider.destroy(raw_box)
     raw_med, eng_med = statistics.median(raw), statistics.median(eng)
-    print(f"jobs: {args.n} each, interleaved; bwrap: {provider.prepare()}")
+    cgroup = f"cgroup v{provider.cgroup_version}" if provider.cgroup_version else "no cgroups"
+    print(f"jobs: {args.n} each, interleaved; {cgroup}; bwrap: {provider.prepare()}")
     print(f"raw bwrap spawn  p50 {raw_med * 1000:7.2f} ms   p90 {sorted(raw)[int(len(raw) * 0.9)] * 1000:7.2f} ms")
     print(f"engine /bin/true p50 {eng_med * 1000:7.2f} ms   p90 {sorted(eng)[int(len(eng) * 0.9)] * 1000:7.2f} ms")
     print(f"engine overhead  p50 {(eng_med - raw_med) * 1000:7.2f} ms")

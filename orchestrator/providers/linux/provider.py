@@ -97,6 +97,11 @@ class LinuxProvider:
         self._etc = self.settings.runtime_dir / "etc"
         self._prepare_lock = threading.Lock()
 
+    @property
+    def cgroup_version(self) -> int | None:
+        """1 or 2 when jobs get their own cgroup here, None when limits rely on rlimits alone."""
+        return self._cgroup_version
+
     # --- host preparation -------------------------------------------------
 
     def prepare(self) -> Path:
