@@ -21,21 +21,29 @@ class NullAuditSink:
 
 
 class JsonlAuditSink:
-    """Appends each event to a file; safe across threads and (with O_APPEND) processes."""
+    """Appends each event to a file as one ``write``; safe across threads and (O_APPEND) processes."""
 
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._fd = -1
 
     def emit(self, event: LifecycleEvent) -> None:
         line = (json.dumps(event.to_dict(), separators=(",", ":"), default=str) + "\n").encode()
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, line)
-            finally:
-                os.close(fd)
+            if self._fd < 0:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            os.write(self._fd, line)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class MemoryAuditSink:

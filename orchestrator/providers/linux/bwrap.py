@@ -6,6 +6,7 @@ a process, so the exact isolation a job gets can be read and tested.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -109,6 +110,11 @@ class Layout:
     rootfs: Path | None = None
 
 
+@functools.lru_cache(maxsize=8)
+def _system_view(rootfs: Path | None) -> tuple[str, ...]:
+    return tuple(system_view_args(rootfs))
+
+
 def system_view_args(rootfs: Path | None = None) -> list[str]:
     """The read-only system: the host's ``/usr`` (or an image's, see images/linux/)."""
     root = rootfs or Path("/")
@@ -144,7 +150,7 @@ def build_argv(
     ]  # fmt: skip
     if layout.new_session:
         args.append("--new-session")
-    args += system_view_args(layout.rootfs)
+    args += _system_view(layout.rootfs)
     args += ["--ro-bind", str(layout.etc), "/etc"]
     for extra in layout.extra_ro_paths:
         args += ["--ro-bind-try", extra, extra]
