@@ -14,7 +14,12 @@ bearer_scheme = HTTPBearer(auto_error=False, description="An API token from 'orc
 
 async def current_tenant(request: Request) -> str:
     services: Services = request.app.state.services
-    cached = services.tokens.cached_tenant(request.headers.get("authorization"))
+    authorization = request.headers.get("authorization")
+    if authorization:
+        cached = services.tokens.cached_tenant(authorization)
+    else:
+        peer = request.client.host if request.client is not None else None
+        cached = services.tokens.cached_local(peer, allow_loopback=services.settings.api.allow_unauthenticated_loopback)
     if cached is not None:
         return cached
     return await run_in_threadpool(_resolve, services, request)

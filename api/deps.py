@@ -14,21 +14,24 @@ from orchestrator.services.sessions import SessionService
 from orchestrator.settings import Settings
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def get_settings(request: Request) -> Settings:
-    return get_services(request).settings
+async def get_settings(request: Request) -> Settings:
+    services: Services = request.app.state.services
+    return services.settings
 
 
-def get_jobs(request: Request) -> JobService:
-    return get_services(request).jobs
+async def get_jobs(request: Request) -> JobService:
+    services: Services = request.app.state.services
+    return services.jobs
 
 
-def get_sessions(request: Request) -> SessionService:
-    return get_services(request).sessions
+async def get_sessions(request: Request) -> SessionService:
+    services: Services = request.app.state.services
+    return services.sessions
 
 
 async def get_tenant(

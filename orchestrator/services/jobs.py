@@ -312,8 +312,15 @@ class JobService:
             artifacts_dir = self.artifacts_root / job_id
             artifacts_dir.mkdir(parents=True, exist_ok=True)
 
+        pending: list[LifecycleEvent] = []
+
         def on_event(ev: LifecycleEvent) -> None:
-            self.store.record_event(job_id, ev, set_status=ev.state is not JobState.QUEUED and not ev.state.terminal)
+            # Progress a client can see (and restart recovery needs) is written at once; the
+            # events after the program ended are written with the result, in one transaction.
+            pending.append(ev)
+            if ev.state in (JobState.PROVISIONING, JobState.RUNNING):
+                self.store.record_events(job_id, pending, set_status=True)
+                pending.clear()
 
         options = RunOptions(
             job_id=job_id,
@@ -333,7 +340,7 @@ class JobService:
                 provider=active.provider,
                 error=ErrorInfo(code="orchestrator.internal", message=f"{type(exc).__name__}: {exc}"),
             )
-        self.store.finish_job(job_id, result.status.value, result.model_dump(mode="json"), time.time())
+        self.store.finish_job(job_id, result.status.value, result.model_dump(mode="json"), time.time(), events=pending)
         self.observer.job_finished(active.provider, result.status.value, time.monotonic() - started)
         if result.error is not None and result.error.code == "sandbox.teardown_failed":
             self.observer.teardown_failed(active.provider, "job")

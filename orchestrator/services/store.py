@@ -287,8 +287,20 @@ class Store:
             )
         return done.rowcount == 1
 
-    def record_event(self, job_id: str, ev: LifecycleEvent, *, set_status: bool) -> None:
+    def record_events(self, job_id: str, events: list[LifecycleEvent], *, set_status: bool) -> None:
+        """Append events in one transaction; with ``set_status`` the job takes the last one's state."""
         with self._writing() as conn:
+            self._insert_events(conn, job_id, events)
+            if set_status and events:
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id, jobs.c.status.not_in(TERMINAL_JOB_STATES))
+                    .values(status=events[-1].state.value)
+                )
+
+    @staticmethod
+    def _insert_events(conn: Any, job_id: str, events: list[LifecycleEvent]) -> None:
+        for ev in events:
             conn.execute(
                 insert(job_events).values(
                     job_id=job_id,
@@ -298,12 +310,6 @@ class Store:
                     details=_jsonable(ev.details),
                 )
             )
-            if set_status:
-                conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == job_id, jobs.c.status.not_in(TERMINAL_JOB_STATES))
-                    .values(status=ev.state.value)
-                )
 
     def add_event(self, job_id: str, state: str, previous: str | None, at: float, details: dict[str, Any]) -> None:
         with self._writing() as conn:
@@ -314,12 +320,21 @@ class Store:
             )
 
     def finish_job(
-        self, job_id: str, status: str, result: dict[str, Any], now: float, *, only_from: tuple[str, ...] | None = None
+        self,
+        job_id: str,
+        status: str,
+        result: dict[str, Any],
+        now: float,
+        *,
+        only_from: tuple[str, ...] | None = None,
+        events: list[LifecycleEvent] | None = None,
     ) -> bool:
+        """The result, and the last lifecycle events, in one transaction."""
         query = update(jobs).where(jobs.c.id == job_id)
         if only_from is not None:
             query = query.where(jobs.c.status.in_(only_from))
         with self._writing() as conn:
+            self._insert_events(conn, job_id, events or [])
             done = conn.execute(query.values(status=status, result=result, finished_at=now))
         return done.rowcount == 1
 

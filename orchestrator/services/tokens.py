@@ -52,6 +52,7 @@ class TokenService:
     def __init__(self, store: Store):
         self.store = store
         self._cache: dict[str, tuple[float, str]] = {}
+        self._no_tokens_at = -AUTH_CACHE_TTL_S  # when the store last had no active token
         self._lock = threading.Lock()
 
     def create(self, tenant: str, *, name: str = "") -> IssuedToken:
@@ -100,6 +101,15 @@ class TokenService:
             self._cache[authorization] = (time.monotonic(), tenant)
         return tenant
 
+    def cached_local(self, peer: str | None, *, allow_loopback: bool) -> str | None:
+        """Tenant ``local`` for a header-less loopback call while no token existed in the last
+        ``AUTH_CACHE_TTL_S`` (a token created elsewhere ends this within that time); None: ask ``resolve``."""
+        if not allow_loopback or peer is None or not is_loopback_host(peer):
+            return None
+        if time.monotonic() - self._no_tokens_at < AUTH_CACHE_TTL_S:
+            return LOCAL_TENANT
+        return None
+
     def resolve(self, authorization: str | None, *, peer: str | None, allow_loopback: bool) -> str:
         """The tenant for a request, from its ``Authorization`` header and peer address.
 
@@ -112,6 +122,7 @@ class TokenService:
                 raise AuthError("expected 'Authorization: Bearer <token>'", code="auth.malformed")
             return self._remember(authorization, self.authenticate(credentials.strip()))
         if allow_loopback and peer is not None and is_loopback_host(peer) and not self.any_active():
+            self._no_tokens_at = time.monotonic()
             return LOCAL_TENANT
         raise AuthError("this call needs 'Authorization: Bearer <token>'", code="auth.required")
 
