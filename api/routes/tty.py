@@ -70,7 +70,7 @@ class ServicesTtyBackend:
         self, tenant: str, session_id: str, *, argv: list[str] | None, env: dict[str, str], rows: int, cols: int
     ) -> PtyChannel:
         sessions = self.services.sessions
-        live = sessions._use(tenant, session_id)  # marks the session busy (no idle expiry) until released
+        live = sessions.hold(tenant, session_id)
         try:
             if getattr(live.sandbox, "agent", None) is None and getattr(live.provider, "name", "") != "linux":
                 raise ConflictError(
@@ -78,9 +78,9 @@ class ServicesTtyBackend:
                 )
             channel = AgentPtyChannel.start(live.provider, live.sandbox, argv=argv, env=env, rows=rows, cols=cols)
         except BaseException:
-            sessions._release(live)
+            sessions.release(live)
             raise
-        return _Released(channel, lambda: sessions._release(live))
+        return _Released(channel, lambda: sessions.release(live))
 
 
 class _Released:

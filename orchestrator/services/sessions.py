@@ -335,6 +335,14 @@ class SessionService:
             )
         return None
 
+    def hold(self, tenant: str, session_id: str) -> _Live:
+        """Mark a session busy (it will not expire as idle) for a long-lived use such as a terminal;
+        every ``hold`` needs one ``release``."""
+        return self._use(tenant, session_id)
+
+    def release(self, live: _Live) -> None:
+        self._release(live)
+
     def _use(self, tenant: str, session_id: str) -> _Live:
         live = self._find(tenant, session_id)
         assert live is not None
