@@ -50,6 +50,20 @@ def engine(settings: Settings) -> Engine:
     return Engine(settings)
 
 
+def orchestrator_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment for an ``orchestrator`` process that uses this test's dirs and uid range."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env.update(
+        ORCH_RUNTIME_DIR=str(settings.runtime_dir),
+        ORCH_DATA_DIR=str(settings.data_dir),
+        ORCH_LINUX__SANDBOX_UID_BASE=str(UID_BASE),
+        ORCH_LINUX__SANDBOX_UID_COUNT=str(UID_COUNT),
+        ORCH_LINUX__CGROUP_PARENT=CGROUP_PARENT,
+    )
+    env.update(extra)
+    return env
+
+
 def sandbox_uid_processes(*, orphan_zombies: bool = False) -> list[int]:
     """Processes running as one of this test session's sandbox uids.
 

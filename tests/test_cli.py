@@ -14,25 +14,15 @@ import pytest
 
 from orchestrator.settings import Settings
 from tests.conftest import (
-    CGROUP_PARENT,
-    UID_BASE,
-    UID_COUNT,
     assert_nothing_left,
     make_root_dir,
+    orchestrator_env,
     sandbox_uid_processes,
 )
 
 
 def cli_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-    env.update(
-        ORCH_RUNTIME_DIR=str(settings.runtime_dir),
-        ORCH_DATA_DIR=str(settings.data_dir),
-        ORCH_LINUX__SANDBOX_UID_BASE=str(UID_BASE),
-        ORCH_LINUX__SANDBOX_UID_COUNT=str(UID_COUNT),
-        ORCH_LINUX__CGROUP_PARENT=CGROUP_PARENT,
-    )
-    return env
+    return orchestrator_env(settings)
 
 
 def cli(settings: Settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -19,18 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator import procs
 from orchestrator.errors import NotFoundError, SandboxError, SpecError
 from orchestrator.settings import Settings
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-def process_start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
 
 
 @dataclass
@@ -48,7 +41,7 @@ class SessionRecord:
 
     @property
     def owner_alive(self) -> bool:
-        return self.owner_start is not None and process_start_time(self.owner_pid) == self.owner_start
+        return self.owner_start is not None and procs.start_time(self.owner_pid) == self.owner_start
 
     @property
     def state(self) -> str:

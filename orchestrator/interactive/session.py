@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator import procs
 from orchestrator.engine import ARTIFACT_CAP_BYTES
 from orchestrator.errors import OrchestratorError
 from orchestrator.interactive.local import (
@@ -26,7 +27,7 @@ from orchestrator.interactive.local import (
     shell_argv,
     signal_name,
 )
-from orchestrator.interactive.registry import SessionRecord, SessionRegistry, process_start_time
+from orchestrator.interactive.registry import SessionRecord, SessionRegistry
 from orchestrator.interactive.terminal import RelayEnd, SignalTrap, Terminal, relay
 from orchestrator.providers.linux import LinuxProvider
 from orchestrator.settings import Settings
@@ -98,7 +99,7 @@ def run_linux(settings: Settings, options: UpOptions, terminal: Terminal) -> int
             id=options.session_id,
             provider="linux",
             owner_pid=os.getpid(),
-            owner_start=process_start_time(os.getpid()),
+            owner_start=procs.start_time(os.getpid()),
             created_at=now,
             expires_at=now + options.timeout_s,
             command=program,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import subprocess
@@ -18,7 +17,7 @@ import httpx
 from orchestrator.services.store import Store
 from orchestrator.services.tokens import TokenService
 from orchestrator.settings import ApiSettings, Settings
-from tests.conftest import CGROUP_PARENT, UID_BASE, UID_COUNT
+from tests.conftest import orchestrator_env
 
 with warnings.catch_warnings():
     # Starlette's TestClient warns at import that it would rather use httpx2; httpx works.
@@ -69,14 +68,7 @@ def free_port() -> int:
 
 
 def server_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-    env.update(
-        ORCH_RUNTIME_DIR=str(settings.runtime_dir),
-        ORCH_DATA_DIR=str(settings.data_dir),
-        ORCH_LINUX__SANDBOX_UID_BASE=str(UID_BASE),
-        ORCH_LINUX__SANDBOX_UID_COUNT=str(UID_COUNT),
-        ORCH_LINUX__CGROUP_PARENT=CGROUP_PARENT,
-    )
+    env = orchestrator_env(settings)
     for key, value in settings.api.model_dump().items():
         if value is not None and key not in ("host", "port"):
             env[f"ORCH_API__{key.upper()}"] = str(value)

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.settings import Settings
-from tests.conftest import CGROUP_PARENT, UID_BASE, UID_COUNT
+from tests.conftest import orchestrator_env
 
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> Path:
@@ -27,15 +26,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def batch_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-    env.update(
-        ORCH_RUNTIME_DIR=str(settings.runtime_dir),
-        ORCH_DATA_DIR=str(settings.data_dir),
-        ORCH_LINUX__SANDBOX_UID_BASE=str(UID_BASE),
-        ORCH_LINUX__SANDBOX_UID_COUNT=str(UID_COUNT),
-        ORCH_LINUX__CGROUP_PARENT=CGROUP_PARENT,
-    )
-    return env
+    return orchestrator_env(settings)
 
 
 def batch_argv(*args: str) -> list[str]:

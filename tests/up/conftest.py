@@ -14,25 +14,14 @@ import pexpect
 import pytest
 
 from orchestrator.settings import Settings
-from tests.conftest import CGROUP_PARENT, UID_BASE, UID_COUNT
+from tests.conftest import orchestrator_env
 
 PROMPT = r"\(sandbox\) [^\r\n]*\$ "
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-    env.update(
-        ORCH_RUNTIME_DIR=str(settings.runtime_dir),
-        ORCH_DATA_DIR=str(settings.data_dir),
-        ORCH_LINUX__SANDBOX_UID_BASE=str(UID_BASE),
-        ORCH_LINUX__SANDBOX_UID_COUNT=str(UID_COUNT),
-        ORCH_LINUX__CGROUP_PARENT=CGROUP_PARENT,
-        TERM="xterm",
-        PYTHONPATH=ROOT,
-    )
-    env.update(extra)
-    return env
+    return orchestrator_env(settings, TERM="xterm", PYTHONPATH=ROOT, **extra)
 
 
 def cli(settings: Settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from orchestrator import procs
 from orchestrator.cancel import CancelToken
 from orchestrator.errors import ProviderUnavailableError, SandboxCreateError
 from orchestrator.output import OutputCapture
@@ -44,14 +45,6 @@ from orchestrator.spec import JobSpec
 SCRIPT_PATH = f"{bwrap.INTERNAL_DIR}/script"
 _RECORD = "sandbox.json"
 _UNRECORDED_GRACE_S = 60.0
-
-
-def _process_start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
 
 
 @dataclass
@@ -77,7 +70,7 @@ class LinuxSandbox:
         return {
             "id": self.id,
             "owner_pid": os.getpid(),
-            "owner_start": _process_start_time(os.getpid()),
+            "owner_start": procs.start_time(os.getpid()),
             "uid": self.uid,
         }
 
@@ -344,7 +337,7 @@ class LinuxProvider:
                     with contextlib.suppress(OSError):
                         pipe.close()
         for pid in sandbox.child_pids:
-            if _alive(pid):
+            if procs.is_running(pid):
                 leftovers.append(f"process {pid}")
         if sandbox.cgroup is not None and not sandbox.cgroup.remove():
             leftovers.append(f"cgroup {sandbox.id}")
@@ -387,7 +380,7 @@ class LinuxProvider:
             owner = record.get("owner_pid")
             if owner == os.getpid():
                 continue  # ours, but not in live_ids: the caller is mid-create
-            if owner and _process_start_time(owner) == record.get("owner_start"):
+            if owner and procs.start_time(owner) == record.get("owner_start"):
                 continue  # another live orchestrator process owns it
             self._destroy_recorded(sandbox_id, root, record)
             reaped.append(sandbox_id)
@@ -421,21 +414,9 @@ class LinuxProvider:
             time.sleep(0.02)
 
 
-def _alive(pid: int) -> bool:
-    """A process that exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _owned_by(path: str, uid: int) -> bool:
     """A live (not zombie) process of ``uid``."""
     try:
-        if os.stat(path).st_uid != uid:
-            return False
-        with open(f"{path}/stat", encoding="utf-8") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
+        return os.stat(path).st_uid == uid and procs.is_running(os.path.basename(path))
+    except OSError:
         return False
