@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -40,6 +40,8 @@ from sqlalchemy.exc import IntegrityError
 
 from orchestrator.lifecycle import TERMINAL, LifecycleEvent
 from orchestrator.settings import Settings
+
+RecordT = TypeVar("RecordT")
 
 metadata = MetaData()
 
@@ -258,19 +260,10 @@ class Store:
     def list_jobs(
         self, tenant: str, *, statuses: list[str] | None = None, limit: int = 50, before_seq: int | None = None
     ) -> list[JobRecord]:
-        query = select(jobs).where(jobs.c.tenant == tenant)
-        if statuses:
-            query = query.where(jobs.c.status.in_(statuses))
-        if before_seq is not None:
-            query = query.where(jobs.c.seq < before_seq)
-        query = query.order_by(jobs.c.seq.desc()).limit(limit)
-        with self._reading() as conn:
-            return [_job(row) for row in conn.execute(query)]
+        return self._page(jobs, _job, tenant, statuses, limit, before_seq)
 
     def jobs_in(self, statuses: tuple[str, ...]) -> list[JobRecord]:
-        query = select(jobs).where(jobs.c.status.in_(statuses)).order_by(jobs.c.seq)
-        with self._reading() as conn:
-            return [_job(row) for row in conn.execute(query)]
+        return self._in_states(jobs, _job, statuses)
 
     def count_jobs_by_status(self) -> dict[str, int]:
         query = select(jobs.c.status, func.count()).group_by(jobs.c.status)
@@ -366,19 +359,34 @@ class Store:
     def list_sessions(
         self, tenant: str, *, statuses: list[str] | None = None, limit: int = 50, before_seq: int | None = None
     ) -> list[SessionRecord]:
-        query = select(sessions).where(sessions.c.tenant == tenant)
-        if statuses:
-            query = query.where(sessions.c.status.in_(statuses))
-        if before_seq is not None:
-            query = query.where(sessions.c.seq < before_seq)
-        query = query.order_by(sessions.c.seq.desc()).limit(limit)
-        with self._reading() as conn:
-            return [_session(row) for row in conn.execute(query)]
+        return self._page(sessions, _session, tenant, statuses, limit, before_seq)
 
     def sessions_in(self, statuses: tuple[str, ...]) -> list[SessionRecord]:
-        query = select(sessions).where(sessions.c.status.in_(statuses)).order_by(sessions.c.seq)
+        return self._in_states(sessions, _session, statuses)
+
+    def _page(
+        self,
+        table: Table,
+        to_record: Callable[[Any], RecordT],
+        tenant: str,
+        statuses: list[str] | None,
+        limit: int,
+        before_seq: int | None,
+    ) -> list[RecordT]:
+        """A tenant's rows, newest first, ``limit`` at a time, before a cursor."""
+        query = select(table).where(table.c.tenant == tenant)
+        if statuses:
+            query = query.where(table.c.status.in_(statuses))
+        if before_seq is not None:
+            query = query.where(table.c.seq < before_seq)
+        query = query.order_by(table.c.seq.desc()).limit(limit)
         with self._reading() as conn:
-            return [_session(row) for row in conn.execute(query)]
+            return [to_record(row) for row in conn.execute(query)]
+
+    def _in_states(self, table: Table, to_record: Callable[[Any], RecordT], statuses: tuple[str, ...]) -> list[RecordT]:
+        query = select(table).where(table.c.status.in_(statuses)).order_by(table.c.seq)
+        with self._reading() as conn:
+            return [to_record(row) for row in conn.execute(query)]
 
     def update_session(self, session_id: str, *, only_from: tuple[str, ...] | None = None, **values: Any) -> bool:
         query = update(sessions).where(sessions.c.id == session_id)
