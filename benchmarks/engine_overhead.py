@@ -24,6 +24,7 @@ from pathlib import Path
 
 from orchestrator.engine import Engine
 from orchestrator.providers.linux import LinuxProvider, LinuxSandbox, bwrap
+from orchestrator.providers.linux.cgroups import JobCgroup
 from orchestrator.providers.linux.spawn import seccomp_pipe
 from orchestrator.result import JobStatus
 from orchestrator.settings import LinuxSettings, Settings
@@ -66,6 +67,36 @@ def main() -> None:
         assert proc.returncode == 0, proc.stderr
         return elapsed
 
+    def raw_confined_once() -> float:
+        """The same, joined by hand to a fresh cgroup with the job's limits (as cgexec would): the
+        sandbox a job gets, without the engine."""
+        group = JobCgroup.create(
+            settings.linux.cgroup_parent, f"raw-{os.getpid()}-{time.monotonic_ns()}",
+            memory_bytes=spec.limits.memory_mb << 20, pids=spec.limits.pids, cpus=spec.limits.cpus,
+        )  # fmt: skip
+        argv, seccomp_fd, status_read, status_write = _argv(provider, raw_box)
+        procs_fds = [os.open(p / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for p in group.paths.values()]
+        uid = raw_box.uid if provider.is_root else None
+
+        def join() -> None:
+            for fd in procs_fds:
+                os.write(fd, b"0")
+            if uid is not None:
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            argv, pass_fds=(seccomp_fd, status_write), capture_output=True, check=False, preexec_fn=join
+        )
+        elapsed = time.perf_counter() - t0
+        for fd in (seccomp_fd, status_read, status_write, *procs_fds):
+            os.close(fd)
+        group.remove()
+        assert proc.returncode == 0, proc.stderr
+        return elapsed
+
     def engine_once() -> float:
         t0 = time.perf_counter()
         result = engine.run(spec)
@@ -73,12 +104,15 @@ def main() -> None:
         assert result.status is JobStatus.COMPLETED, result
         return elapsed
 
+    confined = provider.cgroup_version is not None
     for _ in range(10):
         raw_once()
         engine_once()
-    raw, eng = [], []
+    raw, raw_cg, eng = [], [], []
     for _ in range(args.n):
         raw.append(raw_once())
+        if confined:
+            raw_cg.append(raw_confined_once())
         eng.append(engine_once())
     provider.destroy(raw_box)
     raw_med, eng_med = statistics.median(raw), statistics.median(eng)
@@ -88,6 +122,10 @@ def main() -> None:
     print(f"engine /bin/true p50 {eng_med * 1000:7.2f} ms   p90 {sorted(eng)[int(len(eng) * 0.9)] * 1000:7.2f} ms")
     print(f"engine overhead  p50 {(eng_med - raw_med) * 1000:7.2f} ms")
     print(f"ratio engine/raw (p50): {eng_med / raw_med:.2f}  (target <= 1.5)")
+    if raw_cg:
+        cg_med = statistics.median(raw_cg)
+        print(f"raw bwrap + cgroup p50 {cg_med * 1000:7.2f} ms   (the same sandbox, joined to its cgroup by hand)")
+        print(f"ratio engine/(raw + cgroup) (p50): {eng_med / cg_med:.2f}")
 
 
 if __name__ == "__main__":
