@@ -2,7 +2,7 @@
 
 hyperv: a PowerShell prompt into the session's VM over PowerShell Direct. The
     transport is request/response (``PowerShellTransport.run``), so this is a
-    line-at-a-time shell: each line runs in the VM (``ps/hyperv-line.ps1``)
+    line-at-a-time shell: each line runs in the VM (``templates/interactive/hyperv-line.ps1``)
     and its output is printed; the working directory carries over, variables
     do not. Line editing is the local terminal's. Ctrl-C at the prompt clears
     the line; while a line runs it stops waiting for it (the VM is destroyed
@@ -33,16 +33,16 @@ from orchestrator.interactive.terminal import Terminal
 from orchestrator.providers import create_provider
 from orchestrator.providers.base import ExecRequest, TeardownReport
 from orchestrator.settings import Settings
+from orchestrator.templates import read_text
 from orchestrator.windows.scripts import PSScript
 from orchestrator.windows.transport import PSResult
 
-PS_DIR = Path(__file__).with_name("ps")
 MAX_OUTPUT_CHARS = 1024 * 1024
 WSB_POLL_S = 2.0
 
 
 def ps_script(name: str) -> PSScript:
-    return PSScript((PS_DIR / f"{name}.ps1").read_text(encoding="utf-8"), f"interactive/{name}.ps1")
+    return PSScript(read_text(f"interactive/{name}.ps1"), f"interactive/{name}.ps1")
 
 
 class Leave(BaseException):
