@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from api.deps import SessionsDep, TenantDep
 from api.routes.common import ERRORS, next_cursor, parse_cursor
@@ -98,12 +98,13 @@ async def exec_in_session(
     sessions: SessionsDep,
     tenant: TenantDep,
     stream: Annotated[bool, Query(description="Stream `stdout`/`stderr` events, then `exit`, as SSE.")] = False,
-) -> ExecPublic | StreamingResponse:
+) -> Response:
     """Run one command in the session; returns its exit code and output (or streams them)."""
     params = _exec_params(body)
     if not stream:
         result = await run_in_threadpool(sessions.exec, tenant, session_id, params)
-        return ExecPublic.of(result)
+        # Serialized once here: the model is built from trusted values, so FastAPI need not validate it again.
+        return Response(ExecPublic.of(result).model_dump_json(), media_type="application/json")
     await run_in_threadpool(sessions.get, tenant, session_id)
     return StreamingResponse(
         _exec_events(sessions, tenant, session_id, params), media_type="text/event-stream", headers=SSE_HEADERS
