@@ -138,3 +138,33 @@ def test_unbounded_spec_still_gets_safe_defaults(engine: Engine) -> None:
     spec = parse_job_spec({"command": ["true"]})
     assert spec.limits.timeout_s <= 600 and spec.limits.memory_mb <= 4096 and spec.limits.pids <= 4096
     assert engine.run(spec).status is JobStatus.COMPLETED
+
+
+def test_limits_hold_without_setpriv_and_prlimit(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hosts without util-linux's tools: the same limits are set between fork and exec instead."""
+    from orchestrator.providers.linux import spawn
+
+    monkeypatch.setattr(spawn, "SETPRIV", "/nonexistent/setpriv")
+    monkeypatch.setattr(spawn, "PRLIMIT", "/nonexistent/prlimit")
+    assert py(engine, "print('ok')").stdout == "ok\n"
+    cpu = py(engine, "while True: pass", cpu_s=1, timeout_s=30)
+    assert cpu.status is JobStatus.LIMIT_EXCEEDED and cpu.error is not None and cpu.error.code == "limit.cpu"
+    forks = py(
+        engine,
+        """
+        import os, time
+        n = 0
+        try:
+            while True:
+                if os.fork() == 0:
+                    time.sleep(30); os._exit(0)
+                n += 1
+        except OSError:
+            print("forks", n)
+        """,
+        pids=20,
+        timeout_s=20,
+    )
+    assert int(forks.stdout.split()[-1]) < 20
+    uid = py(engine, "import os; print(os.getuid())")
+    assert uid.stdout == "1000\n"
