@@ -140,9 +140,7 @@ class Engine:
                     status, error = JobStatus.ERROR, teardown_error
                     lifecycle.outcome = status
             timings.teardown_ms = _ms(time.monotonic() - t0)
-            if lifecycle.state.terminal:
-                pass
-            else:
+            if not lifecycle.state.terminal:  # a job cancelled while queued is already terminal
                 lifecycle.outcome = status
                 step(lifecycle.torn_down(teardown_ms=timings.teardown_ms, status=status.value))
             if options.on_sandbox:
