@@ -8,6 +8,7 @@ killed with it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import time
@@ -26,7 +27,7 @@ class CgroupUsage:
     pids_limit_hit: bool = False
 
 
-def _write(path: Path, value: str) -> None:
+def _write(path: Path | str, value: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
         os.write(fd, value.encode())
@@ -50,8 +51,9 @@ def _keyed(text: str) -> dict[str, int]:
     return out
 
 
+@functools.cache
 def detect_version(root: Path = CGROUP_ROOT) -> int | None:
-    """2 for a unified hierarchy, 1 for per-controller mounts, None if unusable."""
+    """2 for a unified hierarchy, 1 for per-controller mounts, None if unusable (fixed per host and boot)."""
     if os.geteuid() != 0:
         return None
     if (root / "cgroup.controllers").exists():
@@ -59,6 +61,21 @@ def detect_version(root: Path = CGROUP_ROOT) -> int | None:
     if all((root / c).is_dir() for c in ("memory", "pids")):
         return 1
     return None
+
+
+@functools.cache
+def _v1_controllers(root: Path) -> tuple[str, ...]:
+    return tuple(c for c in _V1_CONTROLLERS if (root / c).is_dir())
+
+
+def _mkdir(path: str) -> None:
+    try:
+        os.mkdir(path)
+    except FileNotFoundError:  # the first job under this parent
+        os.makedirs(path)
+
+
+_SWAP_ACCOUNTING = [True]  # memsw files exist only with swap accounting; learnt on the first job
 
 
 @dataclass
@@ -92,19 +109,21 @@ class JobCgroup:
         paths: dict[str, Path] = {}
         group = cls(1, paths)
         try:
-            for ctrl in _V1_CONTROLLERS:
-                if not (root / ctrl).is_dir():
-                    continue
-                path = root / ctrl / parent / name
-                path.mkdir(parents=True)
-                paths[ctrl] = path
-            _write(paths["memory"] / "memory.limit_in_bytes", str(memory_bytes))
-            with contextlib.suppress(OSError):
-                _write(paths["memory"] / "memory.memsw.limit_in_bytes", str(memory_bytes))
-            _write(paths["pids"] / "pids.max", str(pids))
+            for ctrl in _v1_controllers(root):
+                directory = f"{root}/{ctrl}/{parent}/{name}"
+                _mkdir(directory)
+                paths[ctrl] = Path(directory)
+            memory, limit = f"{paths['memory']}/memory", str(memory_bytes)
+            _write(f"{memory}.limit_in_bytes", limit)
+            if _SWAP_ACCOUNTING[0]:
+                try:
+                    _write(f"{memory}.memsw.limit_in_bytes", limit)
+                except OSError:
+                    _SWAP_ACCOUNTING[0] = False
+            _write(f"{paths['pids']}/pids.max", str(pids))
             if "cpu" in paths:
-                _write(paths["cpu"] / "cpu.cfs_period_us", "100000")
-                _write(paths["cpu"] / "cpu.cfs_quota_us", str(max(1000, int(cpus * 100_000))))
+                _write(f"{paths['cpu']}/cpu.cfs_period_us", "100000")
+                _write(f"{paths['cpu']}/cpu.cfs_quota_us", str(max(1000, int(cpus * 100_000))))
         except OSError:
             group.remove()
             raise
@@ -112,8 +131,9 @@ class JobCgroup:
 
     def add(self, pid: int) -> None:
         """Move a process into every hierarchy of the group; its future children follow."""
+        value = str(pid)
         for path in self.paths.values():
-            _write(path / "cgroup.procs", str(pid))
+            _write(f"{path}/cgroup.procs", value)
 
     def pids(self) -> list[int]:
         """Members of the group; every process joins all hierarchies, so one suffices."""
