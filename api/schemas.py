@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from orchestrator.lifecycle import JobState
 from orchestrator.result import ErrorInfo, JobResult
 from orchestrator.services.files import FileEntry
-from orchestrator.services.sessions import ExecResult
 from orchestrator.services.store import EventRecord, JobRecord, SessionRecord
 from orchestrator.spec import MAX_ARGV_BYTES, MAX_INLINE_FILE_BYTES, WORKSPACE, JobSpec, Limits, SessionSpec
 
@@ -143,22 +142,6 @@ class ExecBody(BaseModel):
 
 
 MAX_EXEC_ARGV_BYTES = MAX_ARGV_BYTES
-
-
-class ExecPublic(BaseModel):
-    exit_code: int | None
-    signal: int | None
-    timed_out: bool
-    stdout: str
-    stderr: str
-    stdout_truncated: bool
-    stderr_truncated: bool
-    duration_ms: float
-    error: ErrorInfo | None
-
-    @classmethod
-    def of(cls, result: ExecResult) -> ExecPublic:
-        return cls.model_construct(**result.__dict__)
 
 
 class FilePublic(BaseModel):

@@ -115,7 +115,6 @@ class Engine:
                 except OrchestratorError as exc:
                     error = ErrorInfo(code=exc.code, message=exc.message, details=exc.details)
                     status = JobStatus.ERROR
-                    lifecycle.outcome = status
             timings.collect_ms = _ms(time.monotonic() - t0)
             step(lifecycle.collected(artifacts=len(artifacts)))
         except _Cancelled:
@@ -138,11 +137,9 @@ class Engine:
                 teardown_error = self._destroy(provider_name, sandbox)
                 if teardown_error is not None and error is None:
                     status, error = JobStatus.ERROR, teardown_error
-                    lifecycle.outcome = status
             timings.teardown_ms = _ms(time.monotonic() - t0)
             if not lifecycle.state.terminal:  # a job cancelled while queued is already terminal
-                lifecycle.outcome = status
-                step(lifecycle.torn_down(teardown_ms=timings.teardown_ms, status=status.value))
+                step(lifecycle.torn_down(status, teardown_ms=timings.teardown_ms, status=status.value))
             if options.on_sandbox:
                 options.on_sandbox(None)
         result = JobResult(
@@ -191,13 +188,7 @@ def exec_request(provider: Provider, spec: JobSpec) -> ExecRequest:
     if callable(custom):
         request: ExecRequest = custom(spec)
         return request
-    return ExecRequest(
-        argv=spec.argv(SCRIPT_PATH),
-        env=dict(spec.env),
-        cwd=spec.workdir,
-        timeout_s=spec.limits.timeout_s,
-        stdin=spec.stdin.encode() if spec.stdin is not None else None,
-    )
+    return ExecRequest.for_spec(spec, spec.argv(SCRIPT_PATH))
 
 
 class _Cancelled(Exception):

@@ -119,6 +119,9 @@ class Lifecycle:
             raise InvalidTransition(f"{self.job_id}: collected while {self.state.value}")
         return self.advance(JobState.TEARING_DOWN, **details)
 
-    def torn_down(self, **details: Any) -> LifecycleEvent:
+    def torn_down(self, final: JobStatus | None = None, **details: Any) -> LifecycleEvent:
+        """Teardown finished; ``final`` overrides the outcome when collection or teardown failed."""
+        if final is not None:
+            self.outcome = final
         outcome = self.outcome or JobStatus.ERROR
         return self.advance(JobState(outcome.value), **details)

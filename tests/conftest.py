@@ -64,11 +64,11 @@ def orchestrator_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-def sandbox_uid_processes(*, orphan_zombies: bool = False) -> list[int]:
+def sandbox_uid_processes() -> list[int]:
     """Processes running as one of this test session's sandbox uids.
 
-    Exited processes waiting for the host's pid 1 to reap them are ignored
-    unless ``orphan_zombies``: after an orchestrator is SIGKILLed that is all the
+    Exited processes waiting for the host's pid 1 to reap them are ignored:
+    after an orchestrator is SIGKILLed that is all the
     kernel leaves, and only the host's init can collect them (this machine's
     init never does). The orchestrator adopts its sandboxes' processes as a
     child subreaper, so a zombie it failed to reap has it as parent and counts.
@@ -82,25 +82,25 @@ def sandbox_uid_processes(*, orphan_zombies: bool = False) -> list[int]:
             except OSError:
                 continue
             if UID_BASE <= uid < UID_BASE + UID_COUNT:
-                if not orphan_zombies and fields[0] == "Z" and fields[1] == "1":
+                if fields[0] == "Z" and fields[1] == "1":
                     continue
                 found.append(int(entry.name))
     return found
 
 
-def leftovers(settings: Settings, *, orphan_zombies: bool = False) -> dict[str, list[str]]:
+def leftovers(settings: Settings) -> dict[str, list[str]]:
     """Everything a finished job could have left on the host."""
     sandboxes = settings.runtime_dir / "sandboxes"
     return {
         "sandboxes": sorted(p.name for p in sandboxes.iterdir()) if sandboxes.is_dir() else [],
         "mounts": workspace.mounted_under(settings.runtime_dir),
         "cgroups": [str(p) for p in cgroups.leftover_groups(CGROUP_PARENT)],
-        "processes": [str(p) for p in sandbox_uid_processes(orphan_zombies=orphan_zombies)] if IS_ROOT else [],
+        "processes": [str(p) for p in sandbox_uid_processes()] if IS_ROOT else [],
     }
 
 
-def assert_nothing_left(settings: Settings, *, orphan_zombies: bool = False) -> None:
-    left = leftovers(settings, orphan_zombies=orphan_zombies)
+def assert_nothing_left(settings: Settings) -> None:
+    left = leftovers(settings)
     assert left == {"sandboxes": [], "mounts": [], "cgroups": [], "processes": []}, left
 
 

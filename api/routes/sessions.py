@@ -16,7 +16,6 @@ from api.deps import SessionsDep, TenantDep
 from api.routes.common import ERRORS, next_cursor, parse_cursor
 from api.schemas import (
     ExecBody,
-    ExecPublic,
     FilePublic,
     FilesPage,
     SessionPublic,
@@ -89,7 +88,7 @@ def _exec_params(body: ExecBody) -> ExecParams:
 
 @router.post(
     "/{session_id}/exec",
-    response_model=ExecPublic,
+    response_model=ExecResult,
     responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
 )
 async def exec_in_session(
@@ -104,7 +103,7 @@ async def exec_in_session(
     if not stream:
         result = await run_in_threadpool(sessions.exec, tenant, session_id, params)
         # Serialized once here: the model is built from trusted values, so FastAPI need not validate it again.
-        return Response(ExecPublic.of(result).model_dump_json(), media_type="application/json")
+        return Response(result.model_dump_json(), media_type="application/json")
     await run_in_threadpool(sessions.get, tenant, session_id)
     return StreamingResponse(
         _exec_events(sessions, tenant, session_id, params), media_type="text/event-stream", headers=SSE_HEADERS
@@ -153,7 +152,7 @@ async def _exec_events(
         except OrchestratorError as exc:
             yield frame("error", {"error": exc.to_dict()}, seq + 1)
             return
-        summary = ExecPublic.of(result).model_dump(mode="json", exclude={"stdout", "stderr"})
+        summary = result.model_dump(mode="json", exclude={"stdout", "stderr"})
         yield frame("exit", summary, seq + 1)
     finally:
         if not task.done():

@@ -52,6 +52,17 @@ class ExecRequest:
     timeout_s: float
     stdin: bytes | None = None
 
+    @classmethod
+    def for_spec(cls, spec: JobSpec, argv: list[str]) -> ExecRequest:
+        """A job's environment, directory, timeout and input around the argv its provider chose."""
+        return cls(
+            argv=argv,
+            env=dict(spec.env),
+            cwd=spec.workdir,
+            timeout_s=spec.limits.timeout_s,
+            stdin=spec.stdin.encode() if spec.stdin is not None else None,
+        )
+
 
 @dataclass
 class ExecOutcome:

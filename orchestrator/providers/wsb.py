@@ -374,12 +374,7 @@ class WsbProvider:
         )
 
     def default_request(self, spec: JobSpec) -> ExecRequest:
-        return ExecRequest(
-            argv=guest.script_argv(spec, GUEST_SCRIPT),
-            env=dict(spec.env),
-            cwd=spec.workdir,
-            timeout_s=spec.limits.timeout_s,
-        )
+        return ExecRequest.for_spec(spec, guest.script_argv(spec, GUEST_SCRIPT))
 
     def _job_files(self, sandbox: WsbSandbox, request: ExecRequest, output_bytes: int) -> dict[str, str]:
         files = {

@@ -20,15 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.cancel import CancelToken
-from orchestrator.engine import Engine, RunOptions, new_job_id
+from orchestrator.engine import RunOptions, new_job_id
 from orchestrator.errors import CapacityError, ConflictError, NotFoundError
 from orchestrator.lifecycle import JobState, LifecycleEvent
 from orchestrator.result import ErrorInfo, JobResult, JobStatus
+from orchestrator.services.base import SandboxService
 from orchestrator.services.livelog import LiveLog
-from orchestrator.services.observer import NullObserver, ServiceObserver
-from orchestrator.services.providers import ProviderDirectory
-from orchestrator.services.store import ACTIVE_JOB_STATES, DuplicateKey, EventRecord, JobRecord, Store
-from orchestrator.settings import Settings
+from orchestrator.services.store import ACTIVE_JOB_STATES, DuplicateKey, EventRecord, JobRecord
 from orchestrator.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -95,26 +93,11 @@ class _Lane:
             self.cond.notify_all()
 
 
-class JobService:
-    def __init__(
-        self,
-        settings: Settings,
-        engine: Engine,
-        store: Store,
-        providers: ProviderDirectory,
-        *,
-        observer: ServiceObserver | None = None,
-    ):
-        self.settings = settings
-        self.engine = engine
-        self.store = store
-        self.providers = providers
-        self.observer: ServiceObserver = observer or NullObserver()
-        self.artifacts_root = Path(settings.data_dir) / "artifacts"
+class JobService(SandboxService):
+    def _init_state(self) -> None:
+        self.artifacts_root = Path(self.settings.data_dir) / "artifacts"
         self._lanes: dict[str, _Lane] = {}
         self._active: dict[str, _Active] = {}
-        self._lock = threading.Lock()
-        self._accepting = False
 
     # --- lifecycle of the service -----------------------------------------
 

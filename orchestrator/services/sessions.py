@@ -18,10 +18,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from orchestrator.cancel import CancelToken
-from orchestrator.engine import Engine
 from orchestrator.errors import (
     CapacityError,
     ConflictError,
@@ -33,10 +32,8 @@ from orchestrator.output import OutputCapture, OutputListener
 from orchestrator.providers.base import ExecRequest, Provider, Sandbox
 from orchestrator.result import ErrorInfo
 from orchestrator.services import files
-from orchestrator.services.observer import NullObserver, ServiceObserver
-from orchestrator.services.providers import ProviderDirectory
-from orchestrator.services.store import LIVE_SESSION_STATES, SessionRecord, Store
-from orchestrator.settings import Settings
+from orchestrator.services.base import SandboxService
+from orchestrator.services.store import LIVE_SESSION_STATES, SessionRecord
 from orchestrator.spec import WORKSPACE, JobSpec, SessionSpec, translate_validation_error
 
 log = logging.getLogger(__name__)
@@ -55,8 +52,9 @@ class ExecParams:
     cwd: str = WORKSPACE
 
 
-@dataclass
-class ExecResult:
+class ExecResult(BaseModel):
+    """One command's outcome in a session; also the API's response body."""
+
     exit_code: int | None
     signal: int | None
     timed_out: bool
@@ -85,27 +83,12 @@ class _Live:
     cancels: set[CancelToken] = field(default_factory=set)
 
 
-class SessionService:
-    def __init__(
-        self,
-        settings: Settings,
-        engine: Engine,
-        store: Store,
-        providers: ProviderDirectory,
-        *,
-        observer: ServiceObserver | None = None,
-    ):
-        self.settings = settings
-        self.engine = engine
-        self.store = store
-        self.providers = providers
-        self.observer: ServiceObserver = observer or NullObserver()
+class SessionService(SandboxService):
+    def _init_state(self) -> None:
         self._live: dict[str, _Live] = {}
         self._starting: dict[str, int] = {}
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
-        self._accepting = False
 
     # --- lifecycle of the service -----------------------------------------
 

@@ -60,10 +60,10 @@ def test_sigkill_during_a_job_then_restart(settings: Settings) -> None:
             assert ended["status"] == "error" and ended["error"]["code"] == "orchestrator.restarted"
             resumed = wait_until(lambda: (j := client.get(f"/v1/jobs/{queued['id']}").json())["result"] and j)
             assert resumed["status"] == "completed" and resumed["result"]["stdout"] == "after restart\n"
-            assert_nothing_left(api_settings, orphan_zombies=False)
+            assert_nothing_left(api_settings)
     finally:
         server.kill(signal.SIGTERM)
-    assert_nothing_left(api_settings, orphan_zombies=False)
+    assert_nothing_left(api_settings)
 
 
 def test_without_tokens_only_loopback_is_served(settings: Settings) -> None:

@@ -190,14 +190,14 @@ def test_sessions_rm_destroys_an_orphan(settings: Settings, up_children: list[pe
     child.expect(PROMPT)
     os.kill(child.pid, signal.SIGKILL)
     finish(child)
-    wait_for(lambda: not sandbox_uid_processes(orphan_zombies=False), timeout=20)
+    wait_for(lambda: not sandbox_uid_processes(), timeout=20)
     [record] = local_sessions(settings)
     assert record["id"] == session_id and record["state"] == "orphaned"
     removed = cli(settings, "sessions", "rm", session_id)
     assert removed.returncode == 0, removed.stderr
     assert "destroyed" in removed.stdout
     assert local_sessions(settings) == []
-    assert_nothing_left(settings, orphan_zombies=False)
+    assert_nothing_left(settings)
 
 
 @pytest.mark.parametrize(

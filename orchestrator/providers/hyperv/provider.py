@@ -393,13 +393,7 @@ class HyperVProvider:
     def default_request(self, spec: JobSpec) -> ExecRequest:
         """The engine's exec request for a Windows guest: script path and default interpreter mapped."""
         script_path = str(PureWindowsPath(self.hv.guest_workspace) / SCRIPT_NAME)
-        return ExecRequest(
-            argv=guest.script_argv(spec, script_path),
-            env=dict(spec.env),
-            cwd=spec.workdir,
-            timeout_s=spec.limits.timeout_s,
-            stdin=spec.stdin.encode() if spec.stdin is not None else None,
-        )
+        return ExecRequest.for_spec(spec, guest.script_argv(spec, script_path))
 
     def render(self, sandbox_id: str, spec: JobSpec) -> dict[str, str]:
         from orchestrator.providers.hyperv.render import render_job
