@@ -68,14 +68,14 @@ def main() -> None:
         return elapsed
 
     def raw_confined_once() -> float:
-        """The same, joined by hand to a fresh cgroup with the job's limits (as cgexec would): the
-        sandbox a job gets, without the engine."""
+        """The same, joined by hand to a fresh cgroup with the job's limits the way the engine joins
+        (the child writes 0 to the group's files before exec): the sandbox a job gets, without the engine."""
         group = JobCgroup.create(
             settings.linux.cgroup_parent, f"raw-{os.getpid()}-{time.monotonic_ns()}",
             memory_bytes=spec.limits.memory_mb << 20, pids=spec.limits.pids, cpus=spec.limits.cpus,
         )  # fmt: skip
         argv, seccomp_fd, status_read, status_write = _argv(provider, raw_box)
-        procs_fds = [os.open(p / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for p in group.paths.values()]
+        procs_fds = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in group.join_files()]
         uid = raw_box.uid if provider.is_root else None
 
         def join() -> None:

@@ -1,8 +1,8 @@
 """Per-job control groups, v1 or v2, when the host lets us create them (root).
 
-A job's pid 1 joins its group while bubblewrap holds it before exec (see
-``spawn.py``), so every descendant, daemonized or not, is counted, limited and
-killed with it.
+The process that becomes bubblewrap joins the group before it execs (see
+``spawn.py``), so the whole sandbox and every descendant, daemonized or not,
+is counted, limited and killed with it.
 """
 
 from __future__ import annotations
@@ -129,11 +129,14 @@ class JobCgroup:
             raise
         return group
 
-    def add(self, pid: int) -> None:
-        """Move a process into every hierarchy of the group; its future children follow."""
-        value = str(pid)
-        for path in self.paths.values():
-            _write(f"{path}/cgroup.procs", value)
+    def join_files(self) -> list[str]:
+        """What a single-threaded process writes ``0`` to, to move itself into every hierarchy.
+
+        On v1 that is ``tasks``: moving only the calling thread skips the global
+        lock that moving a whole process takes, and with it an RCU grace period.
+        """
+        name = "cgroup.procs" if self.version == 2 else "tasks"
+        return [f"{path}/{name}" for path in self.paths.values()]
 
     def pids(self) -> list[int]:
         """Members of the group; every process joins all hierarchies, so one suffices."""

@@ -238,7 +238,7 @@ class LinuxProvider:
                     self.config.cgroup_parent,
                     sandbox.id,
                     memory_bytes=limits.memory_mb * 1024 * 1024,
-                    pids=limits.pids,  # only the job joins: bubblewrap stays outside
+                    pids=limits.pids + 1,  # bubblewrap itself is in the group too
                     cpus=limits.cpus,
                 )
             except OSError as exc:
@@ -277,7 +277,7 @@ class LinuxProvider:
     def rlimits(self, sandbox: LinuxSandbox) -> list[tuple[int, tuple[int, int]]]:
         limits = sandbox.spec.limits
         cpu = max(1, math.ceil(limits.cpu_s))
-        # Counted per user namespace: only the sandbox's own processes, the job's pid 1 included.
+        # As root the sandbox has a host uid of its own, so only its processes count (bubblewrap's too).
         nproc = limits.pids + (16 if sandbox.cgroup is not None else 0)
         out = [
             (resource.RLIMIT_CPU, (cpu, cpu + 1)),

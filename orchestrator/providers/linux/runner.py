@@ -14,12 +14,13 @@ from orchestrator.cancel import CancelToken
 from orchestrator.output import OutputCapture
 from orchestrator.providers.base import ExecOutcome, ExecRequest
 from orchestrator.providers.linux.process import RawOutcome, run_process
-from orchestrator.providers.linux.spawn import start
+from orchestrator.providers.linux.spawn import LAUNCHER_NAME, start
 
 if TYPE_CHECKING:
     from orchestrator.providers.linux.provider import LinuxProvider, LinuxSandbox
 
 _EXEC_FAILED = (b"bwrap: execvp ", b"prlimit: failed to execute ")
+_CREATE_FAILED = (b"bwrap:", f"{LAUNCHER_NAME}:".encode())
 
 
 def _killer(provider: LinuxProvider, sandbox: LinuxSandbox) -> Callable[[subprocess.Popen[bytes]], None]:
@@ -53,7 +54,7 @@ def classify(sandbox: LinuxSandbox, raw: RawOutcome, stderr_head: bytes) -> Exec
         message = stderr_head.decode(errors="replace").strip()
         outcome.error_message = message.removeprefix("bwrap: ").removeprefix("prlimit: ")
         return outcome
-    if raw.exit_code is None and not (raw.timed_out or raw.cancelled) and stderr_head.startswith(b"bwrap:"):
+    if raw.exit_code is None and not (raw.timed_out or raw.cancelled) and stderr_head.startswith(_CREATE_FAILED):
         outcome.error_code = "sandbox.create_failed"
         outcome.error_message = stderr_head.decode(errors="replace").strip()
         return outcome

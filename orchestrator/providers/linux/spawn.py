@@ -1,17 +1,25 @@
 """Starting a program in a sandbox: the one way every caller (job, session, terminal) does it.
 
-- As root, bubblewrap is started through ``setpriv`` as the sandbox's own
-  unprivileged uid; the job's rlimits are set by ``prlimit`` inside the
-  sandbox, just before the job's program is executed. No Python runs between
-  fork and exec (no ``preexec_fn``), so even a large, threaded control plane
-  spawns sandboxes with ``vfork``. (Where either tool is missing, the same
-  work is done in a ``preexec_fn`` instead.)
-- bubblewrap is started with ``--block-fd``: it builds the sandbox, reports
-  the job's pid and waits; the pid joins the job's cgroup, then is released.
-  Nothing of the job runs outside its cgroup, and the kernel objects
-  bubblewrap allocates while building the sandbox are not charged to the
-  job's memory cgroup (on cgroup v1 that charging costs more than the rest of
-  a spawn).
+The process that becomes bubblewrap starts as a tiny ``sh`` launcher:
+
+1. it waits on a "go" pipe while the control plane sets its rlimits with
+   ``prlimit(2)`` (allowed: it still has our uid), so they are inherited by
+   everything it starts and no limit tool has to exist in the sandbox;
+2. it joins the job's cgroup by writing ``0`` to each group's ``tasks`` file
+   (``cgroup.procs`` on v2): nothing of the sandbox ever runs outside its
+   group, and on cgroup v1 a thread moving itself skips the global lock (and
+   RCU grace period) that moving a whole process from outside takes;
+3. as root it execs ``setpriv`` to become the sandbox's own unprivileged uid,
+   which execs bubblewrap.
+
+``sh`` cannot close a descriptor numbered above 9, so the go pipe is also
+bubblewrap's ``--block-fd``: inside the sandbox it reads the pipe's end and
+closes it before the job starts, so the job inherits nothing.
+
+No Python runs between fork and exec (no ``preexec_fn``), so even a large,
+threaded control plane spawns sandboxes with ``vfork``. Where ``setpriv`` is
+missing, or a terminal must become the controlling one, all of this is done
+in a ``preexec_fn`` instead.
 """
 
 from __future__ import annotations
@@ -60,22 +68,39 @@ def seccomp_pipe() -> int:
     return read_fd
 
 
+SH = "/bin/sh"
 SETPRIV = "/usr/bin/setpriv"
+# $0 names the step, so a failure reads "orchestrator-launch: ..." on the job's stderr.
+LAUNCHER_NAME = "orchestrator-launch"
+# $1: the go pipe's descriptor; then the cgroup files to join, up to "--"; then the command.
+_LAUNCHER = (
+    'read -r go </proc/self/fd/"$1" || exit 125; shift; '
+    'while [ "$1" != -- ]; do echo 0 >"$1" || exit 125; shift; done; shift; exec "$@"'
+)
+
+
 PRLIMIT = "/usr/bin/prlimit"
-_PRLIMIT_NAMES = {
-    resource.RLIMIT_CPU: "cpu",
-    resource.RLIMIT_NPROC: "nproc",
-    resource.RLIMIT_FSIZE: "fsize",
-    resource.RLIMIT_CORE: "core",
-    resource.RLIMIT_NOFILE: "nofile",
-    resource.RLIMIT_AS: "as",
-}
 
 
-def with_rlimits(command: list[str], rlimits: list[tuple[int, tuple[int, int]]]) -> list[str]:
-    """``command`` run under ``prlimit`` (the sandbox's own copy), which lowers its limits and execs it."""
-    options = [f"--{_PRLIMIT_NAMES[kind]}={soft}:{hard}" for kind, (soft, hard) in rlimits]
-    return [PRLIMIT, *options, "--", *command]
+def nproc_inside(
+    command: list[str], rlimits: list[tuple[int, tuple[int, int]]], rootfs: Path | None
+) -> tuple[list[str], list[tuple[int, tuple[int, int]]]]:
+    """Without root, RLIMIT_NPROC is set by ``prlimit`` inside the sandbox, the rest outside.
+
+    Set before bubblewrap creates the user namespace, it would become that
+    namespace's ceiling on the user's whole process count on the host, which
+    (unlike a sandbox uid of its own under root) includes all their processes.
+    """
+    nproc = [value for kind, value in rlimits if kind == resource.RLIMIT_NPROC]
+    if not nproc or not ((rootfs or Path("/")) / PRLIMIT.lstrip("/")).exists():
+        return command, rlimits
+    soft, hard = nproc[0]
+    rest = [(kind, value) for kind, value in rlimits if kind != resource.RLIMIT_NPROC]
+    return [PRLIMIT, f"--nproc={soft}:{hard}", "--", *command], rest
+
+
+def launcher(argv: list[str], go_fd: int, join_files: list[str]) -> list[str]:
+    return [SH, "-c", _LAUNCHER, LAUNCHER_NAME, str(go_fd), *join_files, "--", *argv]
 
 
 def as_user(argv: list[str], uid: int) -> list[str]:
@@ -83,13 +108,17 @@ def as_user(argv: list[str], uid: int) -> list[str]:
 
 
 def _child_setup(
-    rlimits: list[tuple[int, tuple[int, int]]], uid: int | None, controlling_tty: bool
-) -> Callable[[], None] | None:
-    """The fallback ``preexec_fn``: only what the tools above could not do from outside."""
-    if not rlimits and uid is None and not controlling_tty:
-        return None
+    rlimits: list[tuple[int, tuple[int, int]]], uid: int | None, controlling_tty: bool, join_files: list[str]
+) -> Callable[[], None]:
+    """The fallback ``preexec_fn``: the launcher's work, done between fork and exec."""
 
     def setup() -> None:
+        for path in join_files:  # first, while still root
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
         if controlling_tty:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         for kind, value in rlimits:
@@ -134,48 +163,59 @@ def start(
 ) -> Started:
     bwrap_path = provider.prepare()
     rlimits = provider.rlimits(sandbox)
-    in_sandbox_prlimit = ((provider.config.rootfs or Path("/")) / PRLIMIT.lstrip("/")).exists()
-    if in_sandbox_prlimit:
-        command, rlimits = with_rlimits(command, rlimits), []
-    drop_to: int | None = sandbox.uid if provider.is_root else None
+    if not provider.is_root:
+        command, rlimits = nproc_inside(command, rlimits, provider.config.rootfs)
+    join_files = sandbox.cgroup.join_files() if sandbox.cgroup is not None else []
     seccomp_fd = seccomp_pipe()
     status_read, status_write = os.pipe2(os.O_CLOEXEC)
-    block_read, block_write = os.pipe2(os.O_CLOEXEC)
     layout = provider.layout(sandbox, env, workdir, new_session=new_session)
+    uid = sandbox.uid if provider.is_root else None
+    use_launcher = not controlling_tty and (uid is None or os.access(SETPRIV, os.X_OK))
+    go_read, go_write = os.pipe2(os.O_CLOEXEC) if use_launcher else (-1, -1)
     argv = bwrap.build_argv(
-        bwrap_path, layout, command, seccomp_fd=seccomp_fd, status_fd=status_write, block_fd=block_read
+        bwrap_path,
+        layout,
+        command,
+        seccomp_fd=seccomp_fd,
+        status_fd=status_write,
+        block_fd=go_read if use_launcher else None,
     )
-    if drop_to is not None and os.access(SETPRIV, os.X_OK):
-        argv, drop_to = as_user(argv, drop_to), None
+    if use_launcher:
+        argv = launcher(as_user(argv, uid) if uid is not None else argv, go_read, join_files)
     try:
         proc = subprocess.Popen(
             argv,
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
-            pass_fds=(seccomp_fd, status_write, block_read),
+            pass_fds=(seccomp_fd, status_write, *([go_read] if use_launcher else [])),
             start_new_session=True,
-            preexec_fn=_child_setup(rlimits, drop_to, controlling_tty),
+            preexec_fn=None if use_launcher else _child_setup(rlimits, uid, controlling_tty, join_files),
         )
-    except OSError as exc:
-        for fd in (status_read, block_write):
-            os.close(fd)
+    except (OSError, subprocess.SubprocessError) as exc:
+        for fd in (status_read, go_write):
+            if fd >= 0:
+                os.close(fd)
         raise SandboxCreateError(f"cannot start bubblewrap: {exc}") from None
     finally:
-        for fd in (seccomp_fd, status_write, block_read):
-            os.close(fd)
+        for fd in (seccomp_fd, status_write, go_read):
+            if fd >= 0:
+                os.close(fd)
     sandbox.processes.append(proc)
     started = Started(proc, status_read)
     try:
+        if use_launcher:
+            try:
+                for kind, value in rlimits:
+                    resource.prlimit(proc.pid, kind, value)
+                os.write(go_write, b"\n")
+            except OSError as exc:
+                raise SandboxCreateError(f"cannot set the sandbox's limits: {exc}") from None
+            finally:
+                os.close(go_write)
         _await_child_pid(started, _STARTUP_TIMEOUT_S)
         if started.child_pid is not None:
             sandbox.child_pids.append(started.child_pid)
-            if sandbox.cgroup is not None:
-                try:
-                    sandbox.cgroup.add(started.child_pid)
-                except OSError as exc:
-                    raise SandboxCreateError(f"cannot move the job into its cgroup: {exc}") from None
-            os.write(block_write, b"g")
     except BaseException:
         os.close(status_read)
         if started.child_pid is not None:
@@ -184,6 +224,4 @@ def start(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         raise
-    finally:
-        os.close(block_write)
     return started
