@@ -50,8 +50,10 @@ async def wait_for_job(jobs: JobService, tenant: str, job_id: str, timeout: floa
     """Wait without holding a thread: the worker wakes this coroutine when the job ends."""
     done = asyncio.Event()
     wake = threadsafe_setter(done)
+    final: list[JobRecord] = []
 
-    def callback(_record: JobRecord) -> None:
+    def callback(record: JobRecord) -> None:
+        final.append(record)
         wake()
 
     if jobs.on_done(job_id, callback):
@@ -61,4 +63,6 @@ async def wait_for_job(jobs: JobService, tenant: str, job_id: str, timeout: floa
             pass
         finally:
             jobs.remove_callback(job_id, callback)
+    if final and final[0].tenant == tenant:
+        return final[0]
     return await run_in_threadpool(jobs.get, tenant, job_id)

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orchestrator.cancel import CancelToken
@@ -41,6 +41,8 @@ class _Active:
 
     id: str
     provider: str
+    record: JobRecord | None = None  # as submitted here; None for a job queued again after a restart
+    spec: JobSpec | None = None
     cancel: CancelToken = field(default_factory=CancelToken)
     log: LiveLog = field(default_factory=LiveLog)
     done: threading.Event = field(default_factory=threading.Event)
@@ -119,7 +121,7 @@ class JobService(SandboxService):
         """Start accepting work and queue again every job the store still has as ``queued``."""
         self._accepting = True
         for record in self.store.jobs_in(("queued",)):
-            self._enqueue(record.id, record.provider)
+            self._enqueue(_Active(record.id, record.provider, record))
 
     def stop(self, grace_s: float) -> None:
         """Stop taking jobs; let running ones finish within ``grace_s``, then cancel them.
@@ -185,7 +187,7 @@ class JobService(SandboxService):
             if existing is None:
                 raise
             return _replay(existing, request_hash), False
-        self._enqueue(job_id, provider_name)
+        self._enqueue(_Active(job_id, provider_name, record, spec))
         return record, True
 
     def get(self, tenant: str, job_id: str) -> JobRecord:
@@ -274,22 +276,23 @@ class JobService(SandboxService):
                 self._lanes[provider] = lane
             return lane
 
-    def _enqueue(self, job_id: str, provider: str) -> None:
+    def _enqueue(self, active: _Active) -> None:
         with self._lock:
-            self._active[job_id] = _Active(job_id, provider)
-        self._lane(provider).put(job_id)
+            self._active[active.id] = active
+        self._lane(active.provider).put(active.id)
 
     def _run(self, job_id: str) -> None:
         with self._lock:
             active = self._active.get(job_id)
         if active is None:
             return
-        if not self.store.claim_job(job_id, time.time()):
+        claimed_at = time.time()
+        if not self.store.claim_job(job_id, claimed_at):
             self._finished(job_id)  # cancelled while queued
             return
-        record = self.store.get_job(job_id)
+        record = active.record or self.store.get_job(job_id)
         assert record is not None
-        spec = JobSpec.model_validate(record.spec)
+        spec = active.spec or JobSpec.model_validate(record.spec)
         artifacts_dir = None
         if spec.artifacts:
             artifacts_dir = self.artifacts_root / job_id
@@ -298,10 +301,11 @@ class JobService(SandboxService):
         pending: list[LifecycleEvent] = []
 
         def on_event(ev: LifecycleEvent) -> None:
-            # Progress a client can see (and restart recovery needs) is written at once; the
-            # events after the program ended are written with the result, in one transaction.
+            # The claim already marked the job active (all restart recovery needs); "running" is
+            # written at once, for clients, with the events before it. The events after the
+            # program ended are written with the result, in one transaction.
             pending.append(ev)
-            if ev.state in (JobState.PROVISIONING, JobState.RUNNING):
+            if ev.state is JobState.RUNNING:
                 self.store.record_events(job_id, pending, set_status=True)
                 pending.clear()
 
@@ -323,20 +327,26 @@ class JobService(SandboxService):
                 provider=active.provider,
                 error=ErrorInfo(code="orchestrator.internal", message=f"{type(exc).__name__}: {exc}"),
             )
-        self.store.finish_job(job_id, result.status.value, result.model_dump(mode="json"), time.time(), events=pending)
+        document, finished_at = result.model_dump(mode="json"), time.time()
+        self.store.finish_job(job_id, result.status.value, document, finished_at, events=pending)
         self.observer.job_finished(active.provider, result.status.value, time.monotonic() - started)
         if result.error is not None and result.error.code == "sandbox.teardown_failed":
             self.observer.teardown_failed(active.provider, "job")
-        self._finished(job_id)
+        final = replace(
+            record, status=result.status.value, result=document, started_at=claimed_at, finished_at=finished_at
+        )
+        self._finished(job_id, final)
 
-    def _finished(self, job_id: str) -> None:
+    def _finished(self, job_id: str, record: JobRecord | None = None) -> None:
+        """Forget an ended job and tell its waiters; ``record`` is its final row, if the caller has it."""
         with self._lock:
             active = self._active.pop(job_id, None)
         if active is None:
             return
         active.log.close()
         active.done.set()
-        record = self.store.get_job(job_id)
+        if active.callbacks and record is None:
+            record = self.store.get_job(job_id)
         for callback in active.callbacks:
             if record is not None:
                 with contextlib.suppress(Exception):

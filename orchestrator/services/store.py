@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    bindparam,
     create_engine,
     event,
     func,
@@ -110,6 +111,27 @@ tokens = Table(
 ACTIVE_JOB_STATES = ("provisioning", "running", "collecting", "tearing_down")
 LIVE_SESSION_STATES = ("starting", "active")
 TERMINAL_JOB_STATES = tuple(state.value for state in TERMINAL)
+
+# The statements every job runs, built once with bound parameters: building one per call (with the
+# values as literals) cost SQLAlchemy several times what SQLite spends executing it.
+_JOB_BY_ID = select(jobs).where(jobs.c.id == bindparam("b_id"))
+_JOB_BY_ID_AND_TENANT = _JOB_BY_ID.where(jobs.c.tenant == bindparam("b_tenant"))
+_CLAIM_JOB = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("b_id"), jobs.c.status == "queued")
+    .values(status="provisioning", started_at=bindparam("b_at"))
+)
+_SET_JOB_STATUS = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("b_id"), jobs.c.status.not_in(TERMINAL_JOB_STATES))
+    .values(status=bindparam("b_status"))
+)
+_FINISH_JOB = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("b_id"))
+    .values(status=bindparam("b_status"), result=bindparam("b_result", type_=JSON), finished_at=bindparam("b_at"))
+)
+_FINISH_JOB_FROM = _FINISH_JOB.where(jobs.c.status.in_(bindparam("b_from", expanding=True)))
 
 
 @dataclass(frozen=True)
@@ -236,19 +258,19 @@ class Store:
     def insert_job(self, values: dict[str, Any]) -> JobRecord:
         try:
             with self._writing() as conn:
-                conn.execute(insert(jobs).values(**values))
+                key = conn.execute(insert(jobs), values).inserted_primary_key
         except IntegrityError as exc:
             raise DuplicateKey(str(exc.orig)) from None
-        record = self.get_job(values["id"])
-        assert record is not None
-        return record
+        assert key is not None
+        unset = {"started_at": None, "finished_at": None, "result": None, "idempotency_key": None}
+        return JobRecord(**{**unset, **values, "seq": key[0]})
 
     def get_job(self, job_id: str, tenant: str | None = None) -> JobRecord | None:
-        query = select(jobs).where(jobs.c.id == job_id)
-        if tenant is not None:
-            query = query.where(jobs.c.tenant == tenant)
         with self._reading() as conn:
-            row = conn.execute(query).first()
+            if tenant is None:
+                row = conn.execute(_JOB_BY_ID, {"b_id": job_id}).first()
+            else:
+                row = conn.execute(_JOB_BY_ID_AND_TENANT, {"b_id": job_id, "b_tenant": tenant}).first()
         return _job(row) if row is not None else None
 
     def find_job_by_key(self, tenant: str, key: str) -> JobRecord | None:
@@ -273,11 +295,7 @@ class Store:
     def claim_job(self, job_id: str, now: float) -> bool:
         """queued -> provisioning, unless it was cancelled meanwhile."""
         with self._writing() as conn:
-            done = conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.status == "queued")
-                .values(status="provisioning", started_at=now)
-            )
+            done = conn.execute(_CLAIM_JOB, {"b_id": job_id, "b_at": now})
         return done.rowcount == 1
 
     def record_events(self, job_id: str, events: list[LifecycleEvent], *, set_status: bool) -> None:
@@ -285,24 +303,22 @@ class Store:
         with self._writing() as conn:
             self._insert_events(conn, job_id, events)
             if set_status and events:
-                conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == job_id, jobs.c.status.not_in(TERMINAL_JOB_STATES))
-                    .values(status=events[-1].state.value)
-                )
+                conn.execute(_SET_JOB_STATUS, {"b_id": job_id, "b_status": events[-1].state.value})
 
     @staticmethod
-    def _insert_events(conn: Any, job_id: str, events: list[LifecycleEvent]) -> None:
-        for ev in events:
-            conn.execute(
-                insert(job_events).values(
-                    job_id=job_id,
-                    state=ev.state.value,
-                    previous=ev.previous.value if ev.previous else None,
-                    at=ev.at,
-                    details=_jsonable(ev.details),
-                )
-            )
+    def _insert_events(conn: Connection, job_id: str, events: list[LifecycleEvent]) -> None:
+        if events:
+            rows = [
+                {
+                    "job_id": job_id,
+                    "state": ev.state.value,
+                    "previous": ev.previous.value if ev.previous else None,
+                    "at": ev.at,
+                    "details": _jsonable(ev.details),
+                }
+                for ev in events
+            ]
+            conn.execute(insert(job_events), rows)
 
     def add_event(self, job_id: str, state: str, previous: str | None, at: float, details: dict[str, Any]) -> None:
         with self._writing() as conn:
@@ -323,12 +339,12 @@ class Store:
         events: list[LifecycleEvent] | None = None,
     ) -> bool:
         """The result, and the last lifecycle events, in one transaction."""
-        query = update(jobs).where(jobs.c.id == job_id)
+        params: dict[str, Any] = {"b_id": job_id, "b_status": status, "b_result": result, "b_at": now}
         if only_from is not None:
-            query = query.where(jobs.c.status.in_(only_from))
+            params["b_from"] = list(only_from)
         with self._writing() as conn:
             self._insert_events(conn, job_id, events or [])
-            done = conn.execute(query.values(status=status, result=result, finished_at=now))
+            done = conn.execute(_FINISH_JOB if only_from is None else _FINISH_JOB_FROM, params)
         return done.rowcount == 1
 
     def job_events(self, job_id: str) -> list[EventRecord]:

@@ -99,6 +99,11 @@ def nproc_inside(
     return [PRLIMIT, f"--nproc={soft}:{hard}", "--", *command], rest
 
 
+# The sandbox's environment is set by bubblewrap (--clearenv); the tools before it need none, and
+# without a locale they skip loading one.
+_LAUNCH_ENV: dict[str, str] = {}
+
+
 def launcher(argv: list[str], go_fd: int, join_files: list[str]) -> list[str]:
     return [SH, "-c", _LAUNCHER, LAUNCHER_NAME, str(go_fd), *join_files, "--", *argv]
 
@@ -190,6 +195,7 @@ def start(
             stderr=stderr,
             pass_fds=(seccomp_fd, status_write, *([go_read] if use_launcher else [])),
             start_new_session=True,
+            env=_LAUNCH_ENV,
             preexec_fn=None if use_launcher else _child_setup(rlimits, uid, controlling_tty, join_files),
         )
     except (OSError, subprocess.SubprocessError) as exc:
