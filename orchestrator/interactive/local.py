@@ -27,6 +27,7 @@ from orchestrator.providers.linux import LinuxProvider, LinuxSandbox
 from orchestrator.providers.linux.bwrap import INTERNAL_DIR
 from orchestrator.providers.linux.process import parse_status
 from orchestrator.providers.linux.spawn import start
+from orchestrator.providers.linux.spawner import SandboxProcess
 from orchestrator.result import Artifact
 from orchestrator.spec import JobSpec
 
@@ -62,7 +63,7 @@ class LocalPtySession:
     provider: LinuxProvider
     sandbox: LinuxSandbox
     master_fd: int
-    process: subprocess.Popen[bytes]
+    process: SandboxProcess
     status_fd: int
     _status: bytearray = field(default_factory=bytearray)
     closed: bool = False

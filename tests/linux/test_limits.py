@@ -140,11 +140,10 @@ def test_unbounded_spec_still_gets_safe_defaults(engine: Engine) -> None:
     assert engine.run(spec).status is JobStatus.COMPLETED
 
 
-def test_limits_hold_without_setpriv_and_prlimit(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hosts without util-linux's tools: the same limits are set between fork and exec instead."""
+def test_limits_hold_without_prlimit_in_the_sandbox(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rootfs without util-linux's prlimit: every limit is still set, between fork and exec."""
     from orchestrator.providers.linux import spawn
 
-    monkeypatch.setattr(spawn, "SETPRIV", "/nonexistent/setpriv")
     monkeypatch.setattr(spawn, "PRLIMIT", "/nonexistent/prlimit")
     assert py(engine, "print('ok')").stdout == "ok\n"
     cpu = py(engine, "while True: pass", cpu_s=1, timeout_s=30)

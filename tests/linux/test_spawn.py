@@ -1,42 +1,23 @@
-"""The launcher every sandbox starts through: limits set before, cgroup joined before, nothing inherited."""
+"""The fork server every sandbox starts through: limits and cgroup in place before bubblewrap runs."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
+import threading
+import time
 
 import pytest
 
 from orchestrator.engine import Engine
 from orchestrator.providers.linux import cgroups, spawn
 from orchestrator.providers.linux.provider import LinuxProvider
-from orchestrator.result import JobStatus
+from orchestrator.providers.linux.spawner import FORK_SERVER
+from orchestrator.result import JobResult, JobStatus
 from orchestrator.spec import parse_job_spec
 from tests.conftest import IS_ROOT
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
-
-
-def _launch(tmp_path: Path, *, go: bool) -> tuple[int, bool]:
-    marker = tmp_path / "ran"
-    go_read, go_write = os.pipe2(os.O_CLOEXEC)
-    argv = spawn.launcher(["touch", str(marker)], go_read, [])
-    proc = subprocess.Popen(argv, pass_fds=(go_read,))
-    os.close(go_read)
-    if go:
-        os.write(go_write, b"\n")
-    os.close(go_write)
-    return proc.wait(timeout=10), marker.exists()
-
-
-def test_launcher_runs_nothing_until_told_to(tmp_path: Path) -> None:
-    assert _launch(tmp_path, go=True) == (0, True)
-
-
-def test_launcher_gives_up_when_the_control_plane_dies_before_go(tmp_path: Path) -> None:
-    """A closed go pipe (the orchestrator died before setting limits) must not start an unlimited sandbox."""
-    assert _launch(tmp_path, go=False) == (125, False)
 
 
 def test_limits_are_in_place_before_the_job_starts(engine: Engine) -> None:
@@ -44,6 +25,14 @@ def test_limits_are_in_place_before_the_job_starts(engine: Engine) -> None:
     result = engine.run(parse_job_spec({"command": ["python3", "-c", code], "limits": {"cpu_s": 3}}))
     assert result.status is JobStatus.COMPLETED, result
     assert result.stdout == "(3, 4) (0, 0)\n"
+
+
+def test_the_sandbox_inherits_no_signal_the_fork_server_ignores(engine: Engine) -> None:
+    """Python ignores SIGPIPE and SIGXFSZ; a job must get the defaults (``yes | head`` ends by SIGPIPE)."""
+    code = "grep -E '^Sig(Ign|Blk)' /proc/self/status"
+    result = engine.run(parse_job_spec({"command": ["sh", "-c", code]}))
+    assert result.status is JobStatus.COMPLETED, result
+    assert result.stdout.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"]
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="per-job cgroups need root")
@@ -71,4 +60,23 @@ def test_a_cgroup_that_cannot_be_joined_fails_the_job_cleanly(engine: Engine, mo
     result = engine.run(parse_job_spec({"command": ["true"]}))
     assert result.status is JobStatus.ERROR, result
     assert result.error is not None and result.error.code == "sandbox.create_failed"
-    assert result.error.message.startswith(spawn.LAUNCHER_NAME)
+    assert "/proc/1/nonexistent/tasks" in result.error.message
+
+
+def test_sandboxes_die_with_the_fork_server_and_the_next_job_gets_a_new_one(engine: Engine) -> None:
+    results: list[JobResult] = []
+    job = threading.Thread(
+        target=lambda: results.append(engine.run(parse_job_spec({"command": ["sleep", "60"]}))), daemon=True
+    )
+    job.start()
+    deadline = time.monotonic() + 20
+    while not FORK_SERVER._live and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server = FORK_SERVER._process
+    assert server is not None and FORK_SERVER._live
+    server.kill()
+    job.join(timeout=20)
+    assert results and results[0].error is not None and results[0].error.code == "sandbox.lost", results
+    again = engine.run(parse_job_spec({"command": ["echo", "again"]}))
+    assert again.status is JobStatus.COMPLETED and again.stdout == "again\n", again
+    assert FORK_SERVER._process is not server

@@ -128,9 +128,7 @@ def system_view_args(rootfs: Path | None = None) -> list[str]:
     return args
 
 
-def build_argv(
-    bwrap: Path, layout: Layout, command: list[str], *, seccomp_fd: int, status_fd: int, block_fd: int | None = None
-) -> list[str]:
+def build_argv(bwrap: Path, layout: Layout, command: list[str], *, seccomp_fd: int, status_fd: int) -> list[str]:
     args = [
         str(bwrap),
         "--unshare-user",
@@ -165,8 +163,6 @@ def build_argv(
         args += ["--setenv", key, value]
     args += ["--chdir", layout.workdir]
     args += ["--seccomp", str(seccomp_fd), "--json-status-fd", str(status_fd)]
-    if block_fd is not None:
-        args += ["--block-fd", str(block_fd)]
     args += ["--", *command]
     return args
 

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import selectors
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from orchestrator.output import OutputCapture
 
 if TYPE_CHECKING:
     from orchestrator.providers.linux.spawn import Started
+    from orchestrator.providers.linux.spawner import SandboxProcess
 
 _CHUNK = 65536
 
@@ -65,14 +65,14 @@ def run_process(
     output: OutputCapture,
     deadline: float,
     cancel: CancelToken,
-    kill: Callable[[subprocess.Popen[bytes]], None],
+    kill: Callable[[SandboxProcess], None],
     watchdog: Callable[[], str | None] | None = None,
     watchdog_interval: float = 0.25,
 ) -> RawOutcome:
     """Pump a started sandbox's streams until it ends, killing it at the deadline or on cancel."""
     begun = time.monotonic()
     proc, status_fd, status = started.proc, started.status_fd, started.status
-    pidfd = os.pidfd_open(proc.pid)
+    pidfd = os.dup(proc.pidfd)
     sel = selectors.DefaultSelector()
     assert proc.stdout is not None and proc.stderr is not None
     streams = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}

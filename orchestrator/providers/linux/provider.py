@@ -37,6 +37,7 @@ from orchestrator.providers.base import (
 )
 from orchestrator.providers.linux import bwrap, cgroups, seccomp, workspace
 from orchestrator.providers.linux.mounts import ResolvedMount, resolve_mounts
+from orchestrator.providers.linux.spawner import SandboxProcess
 from orchestrator.providers.linux.uids import UidLease, UidPool
 from orchestrator.result import Artifact
 from orchestrator.settings import Settings
@@ -61,7 +62,7 @@ class LinuxSandbox:
     cgroup: cgroups.JobCgroup | None = None
     tmpfs: bool = False
     session: bool = False
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    processes: list[SandboxProcess] = field(default_factory=list)
     child_pids: list[int] = field(default_factory=list)
     agent: Any = None
     destroyed: bool = False
@@ -304,8 +305,7 @@ class LinuxProvider:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1.0)
             if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.kill()
         if sandbox.cgroup is not None:
             sandbox.cgroup.kill_all(timeout=2.0)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -14,20 +13,19 @@ from orchestrator.cancel import CancelToken
 from orchestrator.output import OutputCapture
 from orchestrator.providers.base import ExecOutcome, ExecRequest
 from orchestrator.providers.linux.process import RawOutcome, run_process
-from orchestrator.providers.linux.spawn import LAUNCHER_NAME, start
+from orchestrator.providers.linux.spawn import start
+from orchestrator.providers.linux.spawner import SandboxProcess
 
 if TYPE_CHECKING:
     from orchestrator.providers.linux.provider import LinuxProvider, LinuxSandbox
 
 _EXEC_FAILED = (b"bwrap: execvp ", b"prlimit: failed to execute ")
-_CREATE_FAILED = (b"bwrap:", f"{LAUNCHER_NAME}:".encode())
 
 
-def _killer(provider: LinuxProvider, sandbox: LinuxSandbox) -> Callable[[subprocess.Popen[bytes]], None]:
-    def kill(proc: subprocess.Popen[bytes]) -> None:
+def _killer(provider: LinuxProvider, sandbox: LinuxSandbox) -> Callable[[SandboxProcess], None]:
+    def kill(proc: SandboxProcess) -> None:
         if not sandbox.child_pids:  # killed before bubblewrap reported the job's pid
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
         provider.kill_processes(sandbox)
 
     return kill
@@ -54,7 +52,7 @@ def classify(sandbox: LinuxSandbox, raw: RawOutcome, stderr_head: bytes) -> Exec
         message = stderr_head.decode(errors="replace").strip()
         outcome.error_message = message.removeprefix("bwrap: ").removeprefix("prlimit: ")
         return outcome
-    if raw.exit_code is None and not (raw.timed_out or raw.cancelled) and stderr_head.startswith(_CREATE_FAILED):
+    if raw.exit_code is None and not (raw.timed_out or raw.cancelled) and stderr_head.startswith(b"bwrap:"):
         outcome.error_code = "sandbox.create_failed"
         outcome.error_message = stderr_head.decode(errors="replace").strip()
         return outcome
@@ -79,6 +77,9 @@ def classify(sandbox: LinuxSandbox, raw: RawOutcome, stderr_head: bytes) -> Exec
         outcome.limit = "disk"
     elif code != 0 and usage is not None and usage.pids_limit_hit:
         outcome.limit = "pids"
+    elif raw.exit_code is None and raw.returncode < 0:
+        outcome.error_code = "sandbox.lost"
+        outcome.error_message = f"the sandbox was killed from outside (signal {-raw.returncode}) before the job ended"
     return outcome
 
 

@@ -1,39 +1,26 @@
 """Starting a program in a sandbox: the one way every caller (job, session, terminal) does it.
 
-The process that becomes bubblewrap starts as a tiny ``sh`` launcher:
+bubblewrap is started by the provider's fork server (``forkserver.py``), a
+small single-threaded process: between fork and exec its child joins the
+job's cgroup, sets the job's rlimits and, as root, drops to the sandbox's own
+unprivileged uid. So nothing of the sandbox ever runs outside its cgroup or
+without its limits, no helper program is executed on the way, and the large,
+threaded control plane itself never runs code between fork and exec.
 
-1. it waits on a "go" pipe while the control plane sets its rlimits with
-   ``prlimit(2)`` (allowed: it still has our uid), so they are inherited by
-   everything it starts and no limit tool has to exist in the sandbox;
-2. it joins the job's cgroup by writing ``0`` to each group's ``tasks`` file
-   (``cgroup.procs`` on v2): nothing of the sandbox ever runs outside its
-   group, and on cgroup v1 a thread moving itself skips the global lock (and
-   RCU grace period) that moving a whole process from outside takes;
-3. as root it execs ``setpriv`` to become the sandbox's own unprivileged uid,
-   which execs bubblewrap.
-
-``sh`` cannot close a descriptor numbered above 9, so the go pipe is also
-bubblewrap's ``--block-fd``: inside the sandbox it reads the pipe's end and
-closes it before the job starts, so the job inherits nothing.
-
-No Python runs between fork and exec (no ``preexec_fn``), so even a large,
-threaded control plane spawns sandboxes with ``vfork``. Where ``setpriv`` is
-missing, or a terminal must become the controlling one, all of this is done
-in a ``preexec_fn`` instead.
+On cgroup v1 the child joins by writing ``0`` to each group's ``tasks`` file:
+a thread moving itself skips the global lock (and its RCU grace period) that
+moving a whole process from outside takes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import resource
 import select
 import signal
 import subprocess
-import termios
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -41,17 +28,20 @@ from typing import IO, TYPE_CHECKING, Any
 from orchestrator.errors import SandboxCreateError
 from orchestrator.providers.linux import bwrap, seccomp
 from orchestrator.providers.linux.process import parse_status
+from orchestrator.providers.linux.spawner import FORK_SERVER, SandboxProcess, SpawnRequest
 
 if TYPE_CHECKING:
     from orchestrator.providers.linux.provider import LinuxProvider, LinuxSandbox
 
 _STARTUP_TIMEOUT_S = 30.0
 StdStream = int | IO[Any] | None
+# Where the child finds bubblewrap's extra descriptors (after 0, 1 and 2).
+SECCOMP_FD, STATUS_FD = 3, 4
 
 
 @dataclass
 class Started:
-    proc: subprocess.Popen[bytes]
+    proc: SandboxProcess
     status_fd: int  # bubblewrap writes the job's exit code here at the end
     status: bytearray = field(default_factory=bytearray)
     child_pid: int | None = None  # the job: pid 1 of its namespace
@@ -66,17 +56,6 @@ def seccomp_pipe() -> int:
     finally:
         os.close(write_fd)
     return read_fd
-
-
-SH = "/bin/sh"
-SETPRIV = "/usr/bin/setpriv"
-# $0 names the step, so a failure reads "orchestrator-launch: ..." on the job's stderr.
-LAUNCHER_NAME = "orchestrator-launch"
-# $1: the go pipe's descriptor; then the cgroup files to join, up to "--"; then the command.
-_LAUNCHER = (
-    'read -r go </proc/self/fd/"$1" || exit 125; shift; '
-    'while [ "$1" != -- ]; do echo 0 >"$1" || exit 125; shift; done; shift; exec "$@"'
-)
 
 
 PRLIMIT = "/usr/bin/prlimit"
@@ -99,41 +78,46 @@ def nproc_inside(
     return [PRLIMIT, f"--nproc={soft}:{hard}", "--", *command], rest
 
 
-# The sandbox's environment is set by bubblewrap (--clearenv); the tools before it need none, and
-# without a locale they skip loading one.
-_LAUNCH_ENV: dict[str, str] = {}
+class _Stdio:
+    """The child's 0, 1 and 2, and our ends of the pipes among them."""
 
+    def __init__(self, stdin: StdStream, stdout: StdStream, stderr: StdStream):
+        self.child: list[int] = []
+        self.ours: list[IO[bytes] | None] = []
+        self._close: list[int] = []
+        try:
+            for spec, reading in ((stdin, False), (stdout, True), (stderr, True)):
+                self._add(spec, reading)
+        except BaseException:
+            self.close_child()
+            for pipe in self.ours:
+                if pipe is not None:
+                    pipe.close()
+            raise
 
-def launcher(argv: list[str], go_fd: int, join_files: list[str]) -> list[str]:
-    return [SH, "-c", _LAUNCHER, LAUNCHER_NAME, str(go_fd), *join_files, "--", *argv]
+    def _add(self, spec: StdStream, reading: bool) -> None:
+        if spec == subprocess.PIPE:
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+            mine, theirs = (read_fd, write_fd) if reading else (write_fd, read_fd)
+            self.child.append(theirs)
+            self._close.append(theirs)
+            self.ours.append(os.fdopen(mine, "rb" if reading else "wb"))
+            return
+        if spec == subprocess.DEVNULL or spec is None:
+            fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            self.child.append(fd)
+            self._close.append(fd)
+        elif isinstance(spec, int):
+            self.child.append(spec)
+        else:
+            self.child.append(spec.fileno())
+        self.ours.append(None)
 
-
-def as_user(argv: list[str], uid: int) -> list[str]:
-    return [SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *argv]
-
-
-def _child_setup(
-    rlimits: list[tuple[int, tuple[int, int]]], uid: int | None, controlling_tty: bool, join_files: list[str]
-) -> Callable[[], None]:
-    """The fallback ``preexec_fn``: the launcher's work, done between fork and exec."""
-
-    def setup() -> None:
-        for path in join_files:  # first, while still root
-            fd = os.open(path, os.O_WRONLY)
-            try:
-                os.write(fd, b"0")
-            finally:
+    def close_child(self) -> None:
+        for fd in self._close:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-        if controlling_tty:
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        for kind, value in rlimits:
-            resource.setrlimit(kind, value)
-        if uid is not None:
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-
-    return setup
+        self._close = []
 
 
 def _await_child_pid(started: Started, timeout: float) -> None:
@@ -170,55 +154,35 @@ def start(
     rlimits = provider.rlimits(sandbox)
     if not provider.is_root:
         command, rlimits = nproc_inside(command, rlimits, provider.config.rootfs)
-    join_files = sandbox.cgroup.join_files() if sandbox.cgroup is not None else []
+    layout = provider.layout(sandbox, env, workdir, new_session=new_session)
+    argv = bwrap.build_argv(bwrap_path, layout, command, seccomp_fd=SECCOMP_FD, status_fd=STATUS_FD)
+    stdio = _Stdio(stdin, stdout, stderr)
     seccomp_fd = seccomp_pipe()
     status_read, status_write = os.pipe2(os.O_CLOEXEC)
-    layout = provider.layout(sandbox, env, workdir, new_session=new_session)
-    uid = sandbox.uid if provider.is_root else None
-    use_launcher = not controlling_tty and (uid is None or os.access(SETPRIV, os.X_OK))
-    go_read, go_write = os.pipe2(os.O_CLOEXEC) if use_launcher else (-1, -1)
-    argv = bwrap.build_argv(
-        bwrap_path,
-        layout,
-        command,
-        seccomp_fd=seccomp_fd,
-        status_fd=status_write,
-        block_fd=go_read if use_launcher else None,
+    request = SpawnRequest(
+        argv=argv,
+        fds=[*stdio.child, seccomp_fd, status_write],
+        join=sandbox.cgroup.join_files() if sandbox.cgroup is not None else [],
+        rlimits=rlimits,
+        uid=sandbox.uid if provider.is_root else None,
+        tty=controlling_tty,
     )
-    if use_launcher:
-        argv = launcher(as_user(argv, uid) if uid is not None else argv, go_read, join_files)
     try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            pass_fds=(seccomp_fd, status_write, *([go_read] if use_launcher else [])),
-            start_new_session=True,
-            env=_LAUNCH_ENV,
-            preexec_fn=None if use_launcher else _child_setup(rlimits, uid, controlling_tty, join_files),
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        for fd in (status_read, go_write):
-            if fd >= 0:
-                os.close(fd)
-        raise SandboxCreateError(f"cannot start bubblewrap: {exc}") from None
+        pid, pidfd = FORK_SERVER.spawn(request)
+    except BaseException:
+        os.close(status_read)
+        for pipe in stdio.ours:
+            if pipe is not None:
+                pipe.close()
+        raise
     finally:
-        for fd in (seccomp_fd, status_write, go_read):
-            if fd >= 0:
-                os.close(fd)
+        stdio.close_child()
+        for fd in (seccomp_fd, status_write):
+            os.close(fd)
+    proc = SandboxProcess(FORK_SERVER, pid, pidfd, *stdio.ours)
     sandbox.processes.append(proc)
     started = Started(proc, status_read)
     try:
-        if use_launcher:
-            try:
-                for kind, value in rlimits:
-                    resource.prlimit(proc.pid, kind, value)
-                os.write(go_write, b"\n")
-            except OSError as exc:
-                raise SandboxCreateError(f"cannot set the sandbox's limits: {exc}") from None
-            finally:
-                os.close(go_write)
         _await_child_pid(started, _STARTUP_TIMEOUT_S)
         if started.child_pid is not None:
             sandbox.child_pids.append(started.child_pid)
@@ -227,7 +191,6 @@ def start(
         if started.child_pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(started.child_pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        proc.kill()
         raise
     return started
