@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import typer
 
 from orchestrator.cli import batch, doctor, render, run, serve, sessions, tokens, up
@@ -26,4 +28,7 @@ app.add_typer(sessions.sessions_app, name="sessions")
 
 
 def main() -> None:
+    # Everything imported so far lives as long as the process: keep the collector from walking
+    # it again and again (batch and serve allocate steadily).
+    gc.freeze()
     app()
