@@ -86,3 +86,26 @@ def test_a_command_that_leaves_a_daemon_holding_its_output_still_returns(session
         provider, box, ["sh", "-c", "for i in 1 2 3 4 5; do (sleep 0.01 &); done; sleep 0.3; ps -eo stat"]
     )
     assert "Z" not in out.stdout.text().split()
+
+
+def test_each_command_gets_its_own_directory_path_and_descriptors(session) -> None:
+    """Commands are started by posix_spawn: cwd, PATH lookup and fds are per command, as with exec."""
+    provider, box = session
+    setup, _ = run(provider, box, ["sh", "-c", "mkdir -p bin && printf '#!/bin/sh\\necho mine\\n' > bin/mine"])
+    assert setup.exit_code == 0
+    run(provider, box, ["chmod", "+x", "bin/mine"])
+
+    def execute(argv: list[str], cwd: str, env: dict[str, str]) -> tuple[int | None, str, str]:
+        out = OutputCapture(1 << 20)
+        outcome = provider.exec(box, ExecRequest(argv, env, cwd, 10), out, CancelToken())
+        return outcome.exit_code, out.stdout.text(), out.stderr.text()
+
+    assert execute(["pwd"], "/tmp", {}) == (0, "/tmp\n", "")
+    assert execute(["pwd"], "/workspace", {}) == (0, "/workspace\n", "")  # the previous cwd did not stick
+    assert execute(["mine"], "/workspace", {"PATH": "/workspace/bin:/usr/bin"}) == (0, "mine\n", "")
+    code, _, err = execute(["mine"], "/workspace", {})
+    assert code == 127 and err.startswith("agent: cannot run mine")
+    code, _, err = execute(["pwd"], "/no/such/dir", {})
+    assert code == 127 and err.startswith("agent: cannot run pwd")
+    code, listing, _ = execute(["sh", "-c", "ls /proc/self/fd"], "/workspace", {})
+    assert code == 0 and listing.split() == ["0", "1", "2", "3"]  # 3: ls's own directory handle

@@ -8,7 +8,7 @@ JSON lines on stdin/stdout with the host (``session.py``):
                  {"op": "pty", "id", "argv", "env", "cwd", "rows", "cols"}
                  {"op": "input", "id", "data"} {"op": "eof", "id"}
                  {"op": "resize", "id", "rows", "cols"} {"op": "kill", "id"}
-  agent -> host  {"id", "event": "started" | "stdout" | "stderr" | "exit" | "error", ...}
+  agent -> host  {"id", "event": "started" (pty only) | "stdout" | "stderr" | "exit" | "error", ...}
 
 Everything the agent can do, the session's commands can do too: it holds no
 privilege. It makes itself non-dumpable so commands cannot reach its pipes
@@ -17,10 +17,12 @@ through /proc.
 
 import base64
 import ctypes
+import errno
 import fcntl
 import json
 import os
 import selectors
+import shutil
 import signal
 import struct
 import sys
@@ -61,30 +63,46 @@ class Proc:
             pass
 
 
-def _spawn(msg, use_pty):
-    env = msg.get("env") or {}
-    cwd = msg.get("cwd") or "/workspace"
-    argv = msg["argv"]
-    if use_pty:
-        master, slave = os.openpty()
-        _set_size(slave, msg.get("rows", 24), msg.get("cols", 80))
-        child_in = child_out = child_err = slave
-        parent_fds = {master: "stdout"}
-    else:
-        in_r, in_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        child_in, child_out, child_err = in_r, out_w, err_w
-        parent_fds = {out_r: "stdout", err_r: "stderr"}
+def _resolve(argv0, env):
+    """The program execvpe would run, searched on the command's own PATH."""
+    if "/" in argv0:
+        return argv0
+    found = shutil.which(argv0, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv0)
+    return found
+
+
+def _start_plain(argv, env, cwd, child_in, child_out, child_err):
+    """posix_spawn: a vfork, not a copy of this interpreter (the agent is single-threaded, so
+    changing its own directory around the call is safe)."""
+    path = _resolve(argv[0], env)
+    os.chdir(cwd)
+    try:
+        return os.posix_spawn(
+            path,
+            argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, child_in, 0),
+                (os.POSIX_SPAWN_DUP2, child_out, 1),
+                (os.POSIX_SPAWN_DUP2, child_err, 2),
+            ],
+            setsid=True,
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGINT),
+        )
+    finally:
+        os.chdir("/")
+
+
+def _start_pty(argv, env, cwd, slave):
     pid = os.fork()
     if pid == 0:
         try:
             os.setsid()
-            os.dup2(child_in, 0)
-            os.dup2(child_out, 1)
-            os.dup2(child_err, 2)
-            if use_pty:
-                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            for fd in (0, 1, 2):
+                os.dup2(slave, fd)
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
             os.closerange(3, 65536)
             os.chdir(cwd)
             os.execvpe(argv[0], argv, env)
@@ -92,10 +110,35 @@ def _spawn(msg, use_pty):
             os.write(2, f"agent: cannot run {argv[0]}: {exc.strerror}\n".encode())
             os._exit(127)
         os._exit(127)
+    return pid
+
+
+def _spawn(msg, use_pty):
+    env = msg.get("env") or {}
+    cwd = msg.get("cwd") or "/workspace"
+    argv = msg["argv"]
     if use_pty:
+        master, slave = os.openpty()
+        _set_size(slave, msg.get("rows", 24), msg.get("cols", 80))
+        parent_fds = {master: "stdout"}
+        pid = _start_pty(argv, env, cwd, slave)
         os.close(slave)
         stdin_fd = master
     else:
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        parent_fds = {out_r: "stdout", err_r: "stderr"}
+        try:
+            pid = _start_plain(argv, env, cwd, in_r, out_w, err_w)
+        except OSError as exc:
+            for fd in (in_r, in_w, out_r, out_w, err_r, err_w):
+                os.close(fd)
+            # As a command that could not be started always reported: on its stderr, exit 127.
+            message = f"agent: cannot run {argv[0]}: {exc.strerror}\n".encode()
+            send({"id": msg["id"], "event": "stderr", "data": b64(message)})
+            send({"id": msg["id"], "event": "exit", "code": 127, "signal": None, "timed_out": False})
+            return
         for fd in (in_r, out_w, err_w):
             os.close(fd)
         stdin_fd = in_w
@@ -104,7 +147,8 @@ def _spawn(msg, use_pty):
         os.set_blocking(fd, False)
         SEL.register(fd, selectors.EVENT_READ, ("out", proc))
     PROCS[proc.id] = proc
-    send({"id": proc.id, "event": "started", "pid": pid})
+    if use_pty:
+        send({"id": proc.id, "event": "started", "pid": pid})
     data = msg.get("stdin")
     if data is not None and not use_pty:
         _write_all(proc.stdin_fd, base64.b64decode(data))
