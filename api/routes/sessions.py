@@ -101,7 +101,7 @@ async def exec_in_session(
     """Run one command in the session; returns its exit code and output (or streams them)."""
     params = _exec_params(body)
     if not stream:
-        result = await run_in_threadpool(sessions.exec, tenant, session_id, params)
+        result = await sessions.exec_async(tenant, session_id, params)
         # Serialized once here: the model is built from trusted values, so FastAPI need not validate it again.
         return Response(result.model_dump_json(), media_type="application/json")
     await run_in_threadpool(sessions.get, tenant, session_id)

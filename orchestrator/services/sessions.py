@@ -8,6 +8,7 @@ the next start marks ``error`` while the provider reaps the sandbox.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -29,7 +30,7 @@ from orchestrator.errors import (
     SpecError,
 )
 from orchestrator.output import OutputCapture, OutputListener
-from orchestrator.providers.base import ExecRequest, Provider, Sandbox
+from orchestrator.providers.base import ExecOutcome, ExecRequest, Provider, Sandbox
 from orchestrator.result import ErrorInfo
 from orchestrator.services import files
 from orchestrator.services.base import SandboxService
@@ -81,6 +82,35 @@ class _Live:
     dirty: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     cancels: set[CancelToken] = field(default_factory=set)
+
+
+@dataclass
+class _ExecRun:
+    """One command in a session, between starting and reporting it."""
+
+    live: _Live
+    token: CancelToken
+    request: ExecRequest
+    capture: OutputCapture
+    started: float
+
+    def result(self, outcome: ExecOutcome) -> ExecResult:
+        error = None
+        if outcome.error_code is not None:
+            error = ErrorInfo(code=outcome.error_code, message=outcome.error_message)
+        elif self.token.cancelled:
+            error = ErrorInfo(code="job.cancelled", message=self.token.reason)
+        return ExecResult(
+            exit_code=outcome.exit_code,
+            signal=outcome.signal,
+            timed_out=outcome.timed_out,
+            stdout=self.capture.stdout.text(),
+            stderr=self.capture.stderr.text(),
+            stdout_truncated=self.capture.stdout.truncated,
+            stderr_truncated=self.capture.stderr.truncated,
+            duration_ms=round((time.monotonic() - self.started) * 1000, 3),
+            error=error,
+        )
 
 
 class SessionService(SandboxService):
@@ -228,40 +258,51 @@ class SessionService(SandboxService):
         listener: OutputListener | None = None,
         cancel: CancelToken | None = None,
     ) -> ExecResult:
+        run = self._begin_exec(tenant, session_id, params, listener, cancel)
+        try:
+            outcome = run.live.provider.exec(run.live.sandbox, run.request, run.capture, run.token)
+        finally:
+            self._end_exec(run)
+        return run.result(outcome)
+
+    async def exec_async(self, tenant: str, session_id: str, params: ExecParams) -> ExecResult:
+        """``exec`` for an event loop: with a provider that can, the command is awaited without a thread."""
+        run = self._begin_exec(tenant, session_id, params, None, None)
+        try:
+            provider_exec = getattr(run.live.provider, "exec_async", None)
+            if callable(provider_exec):
+                outcome = await provider_exec(run.live.sandbox, run.request, run.capture, run.token)
+            else:
+                outcome = await asyncio.to_thread(
+                    run.live.provider.exec, run.live.sandbox, run.request, run.capture, run.token
+                )
+        finally:
+            self._end_exec(run)
+        return run.result(outcome)
+
+    def _begin_exec(
+        self,
+        tenant: str,
+        session_id: str,
+        params: ExecParams,
+        listener: OutputListener | None,
+        cancel: CancelToken | None,
+    ) -> _ExecRun:
         live = self._use(tenant, session_id)
         token = cancel or CancelToken()
-        capture = OutputCapture(live.spec.limits.output_bytes, [listener] if listener else None)
         timeout = min(params.timeout_s, self.settings.max_limits.timeout_s)
-        started = time.monotonic()
+        request = ExecRequest(
+            argv=params.command, env=params.env, cwd=params.cwd, timeout_s=timeout, stdin=params.stdin
+        )
+        capture = OutputCapture(live.spec.limits.output_bytes, [listener] if listener else None)
         with self._lock:
             live.cancels.add(token)
-        try:
-            outcome = live.provider.exec(
-                live.sandbox,
-                ExecRequest(argv=params.command, env=params.env, cwd=params.cwd, timeout_s=timeout, stdin=params.stdin),
-                capture,
-                token,
-            )
-        finally:
-            with self._lock:
-                live.cancels.discard(token)
-            self._release(live)
-        error = None
-        if outcome.error_code is not None:
-            error = ErrorInfo(code=outcome.error_code, message=outcome.error_message)
-        elif token.cancelled:
-            error = ErrorInfo(code="job.cancelled", message=token.reason)
-        return ExecResult(
-            exit_code=outcome.exit_code,
-            signal=outcome.signal,
-            timed_out=outcome.timed_out,
-            stdout=capture.stdout.text(),
-            stderr=capture.stderr.text(),
-            stdout_truncated=capture.stdout.truncated,
-            stderr_truncated=capture.stderr.truncated,
-            duration_ms=round((time.monotonic() - started) * 1000, 3),
-            error=error,
-        )
+        return _ExecRun(live, token, request, capture, time.monotonic())
+
+    def _end_exec(self, run: _ExecRun) -> None:
+        with self._lock:
+            run.live.cancels.discard(run.token)
+        self._release(run.live)
 
     def open_upload(self, tenant: str, session_id: str, path: str, *, mode: int = 0o644) -> tuple[files.Upload, Any]:
         """Start writing a workspace file; call ``done()`` (the second item) when finished either way."""

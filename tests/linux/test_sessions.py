@@ -109,3 +109,40 @@ def test_each_command_gets_its_own_directory_path_and_descriptors(session) -> No
     assert code == 127 and err.startswith("agent: cannot run pwd")
     code, listing, _ = execute(["sh", "-c", "ls /proc/self/fd"], "/workspace", {})
     assert code == 0 and listing.split() == ["0", "1", "2", "3"]  # 3: ls's own directory handle
+
+
+def test_async_exec_matches_the_threaded_path(session) -> None:
+    """The API awaits commands on its event loop; results, stdin, timeouts and errors are the same."""
+    import asyncio
+
+    from orchestrator.providers.linux.session import ASYNC_STDIN_LIMIT
+
+    provider, box = session
+
+    async def execute(argv: list[str], timeout: float = 10, stdin: bytes | None = None):
+        out = OutputCapture(1 << 22)
+        request = ExecRequest(argv, {}, "/workspace", timeout, stdin)
+        outcome = await provider.exec_async(box, request, out, CancelToken())
+        return outcome, out
+
+    async def scenario() -> None:
+        outcome, out = await execute(["sh", "-c", "cat; echo oops >&2; exit 3"], stdin=b"hello")
+        assert (outcome.exit_code, out.stdout.text(), out.stderr.text()) == (3, "hello", "oops\n")
+        big = b"x" * (ASYNC_STDIN_LIMIT * 4)  # written by a thread instead
+        outcome, out = await execute(["wc", "-c"], stdin=big)
+        assert (outcome.exit_code, out.stdout.text().strip()) == (0, str(len(big)))
+        outcome, _ = await execute(["sleep", "30"], timeout=0.5)
+        assert outcome.timed_out
+        outcome, _ = await execute(["/no/such/thing"])
+        assert outcome.error_code == "job.command_not_found"
+        # A caller that gives up takes its command with it.
+        task = asyncio.ensure_future(execute(["sh", "-c", "sleep 2; touch /workspace/late"]))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(2.5)
+        outcome, out = await execute(["sh", "-c", "ls /workspace; ps -e -o comm= | grep -c sleep || true"])
+        assert "late" not in out.stdout.text() and out.stdout.text().split()[-1] == "0", out.stdout.text()
+
+    asyncio.run(scenario())

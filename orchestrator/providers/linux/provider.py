@@ -11,6 +11,7 @@ Layers, each of which holds on its own:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -317,6 +318,16 @@ class LinuxProvider:
 
             return session_exec(self, sandbox, request, output, cancel)
         return run_in_sandbox(self, sandbox, request, output, cancel)
+
+    async def exec_async(
+        self, sandbox: Any, request: ExecRequest, output: OutputCapture, cancel: CancelToken
+    ) -> ExecOutcome:
+        """``exec`` for an event loop; a session's command is awaited without a thread."""
+        if sandbox.session:
+            from orchestrator.providers.linux.session import session_exec_async
+
+            return await session_exec_async(self, sandbox, request, output, cancel)
+        return await asyncio.to_thread(self.exec, sandbox, request, output, cancel)
 
     def collect(self, sandbox: Any, patterns: list[str], dest: Path | None, max_bytes: int) -> list[Artifact]:
         return workspace.collect_artifacts(sandbox.workspace, patterns, dest, max_bytes)

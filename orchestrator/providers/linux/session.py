@@ -7,6 +7,7 @@ marks the session broken, it never crashes the host.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,11 +42,19 @@ class AgentBroken(SandboxError):
 
 
 class Exec:
-    """One command running through the agent; its events arrive on ``events``."""
+    """One command running through the agent; its events arrive on ``events``, or go to ``listener``
+    (called on the agent's reader thread)."""
 
-    def __init__(self, ident: int):
+    def __init__(self, ident: int, listener: Callable[[dict[str, Any]], None] | None = None):
         self.id = ident
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.listener = listener
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        if self.listener is not None:
+            self.listener(event)
+        else:
+            self.events.put(event)
 
 
 class SessionAgent:
@@ -113,7 +123,7 @@ class SessionAgent:
                     continue
                 target = self._execs.get(event.get("id"))  # type: ignore[arg-type]
                 if target is not None:
-                    target.events.put(event)
+                    target.deliver(event)
         except (OSError, ValueError) as exc:
             self._fail(f"reading from the agent failed: {exc}")
 
@@ -122,7 +132,7 @@ class SessionAgent:
             self.broken = reason
         self._ready.set()
         for ex in list(self._execs.values()):
-            ex.events.put({"event": "broken", "message": reason})
+            ex.deliver({"event": "broken", "message": reason})
 
     def send(self, message: dict[str, Any]) -> None:
         if self.broken:
@@ -137,11 +147,11 @@ class SessionAgent:
                 self._fail(f"writing to the agent failed: {exc}")
                 raise AgentBroken(f"session is broken: {self.broken}") from None
 
-    def start(self, op: str, **fields: Any) -> Exec:
+    def start(self, op: str, listener: Callable[[dict[str, Any]], None] | None = None, **fields: Any) -> Exec:
         with self._lock:
             ident = self._next
             self._next += 1
-            ex = Exec(ident)
+            ex = Exec(ident, listener)
             self._execs[ident] = ex
         self.send({"op": op, "id": ident, **fields})
         return ex
@@ -164,6 +174,41 @@ def ensure_agent(provider: LinuxProvider, sandbox: LinuxSandbox) -> SessionAgent
     return agent
 
 
+def _exec_message(sandbox: LinuxSandbox, request: ExecRequest) -> dict[str, Any]:
+    return {
+        "argv": request.argv,
+        "env": bwrap.base_env({**sandbox.spec.env, **request.env}),
+        "cwd": request.cwd,
+        "stdin": base64.b64encode(request.stdin).decode() if request.stdin is not None else None,
+        "timeout": request.timeout_s,
+    }
+
+
+def _take(event: dict[str, Any], output: OutputCapture) -> ExecOutcome | None:
+    """Apply one agent event; the outcome once the command has ended."""
+    kind = event.get("event")
+    if kind in ("stdout", "stderr"):
+        output.write(kind, base64.b64decode(str(event.get("data", ""))))
+        return None
+    if kind == "exit":
+        code = event.get("code")
+        sig = event.get("signal")
+        if isinstance(sig, int) and sig == 127 and code == 127:
+            sig = None
+        outcome = ExecOutcome(
+            exit_code=code if isinstance(code, int) else None,
+            signal=sig if isinstance(sig, int) else None,
+            timed_out=bool(event.get("timed_out")),
+        )
+        if code == 127 and output.stderr.getvalue().startswith(b"agent: cannot run"):
+            outcome.error_code = "job.command_not_found"
+            outcome.error_message = output.stderr.text().strip().removeprefix("agent: ")
+        return outcome
+    if kind in ("error", "broken"):
+        return ExecOutcome(exit_code=None, error_code="session.exec_failed", error_message=str(event.get("message")))
+    return None
+
+
 def session_exec(
     provider: LinuxProvider,
     sandbox: LinuxSandbox,
@@ -172,15 +217,7 @@ def session_exec(
     cancel: CancelToken,
 ) -> ExecOutcome:
     agent = ensure_agent(provider, sandbox)
-    env = bwrap.base_env({**sandbox.spec.env, **request.env})
-    ex = agent.start(
-        "exec",
-        argv=request.argv,
-        env=env,
-        cwd=request.cwd,
-        stdin=base64.b64encode(request.stdin).decode() if request.stdin is not None else None,
-        timeout=request.timeout_s,
-    )
+    ex = agent.start("exec", **_exec_message(sandbox, request))
     deadline = time.monotonic() + request.timeout_s + 5.0  # the agent enforces the timeout; this is a backstop
     killed = False
     try:
@@ -196,26 +233,60 @@ def session_exec(
                 event = ex.events.get(timeout=min(remaining, 0.05 if not killed else 1.0))
             except queue.Empty:
                 continue
-            kind = event.get("event")
-            if kind in ("stdout", "stderr"):
-                output.write(kind, base64.b64decode(str(event.get("data", ""))))
-            elif kind == "exit":
-                code = event.get("code")
-                sig = event.get("signal")
-                if isinstance(sig, int) and sig == 127 and code == 127:
-                    sig = None
-                outcome = ExecOutcome(
-                    exit_code=code if isinstance(code, int) else None,
-                    signal=sig if isinstance(sig, int) else None,
-                    timed_out=bool(event.get("timed_out")),
-                )
-                if code == 127 and output.stderr.getvalue().startswith(b"agent: cannot run"):
-                    outcome.error_code = "job.command_not_found"
-                    outcome.error_message = output.stderr.text().strip().removeprefix("agent: ")
+            outcome = _take(event, output)
+            if outcome is not None:
                 return outcome
-            elif kind in ("error", "broken"):
-                return ExecOutcome(
-                    exit_code=None, error_code="session.exec_failed", error_message=str(event.get("message"))
-                )
     finally:
+        agent.finish(ex)
+
+
+# Larger stdin is written by a thread (session_exec): a write the agent is slow to read must not
+# block the event loop.
+ASYNC_STDIN_LIMIT = 16 * 1024
+
+
+async def session_exec_async(
+    provider: LinuxProvider,
+    sandbox: LinuxSandbox,
+    request: ExecRequest,
+    output: OutputCapture,
+    cancel: CancelToken,
+) -> ExecOutcome:
+    """``session_exec`` awaited on an event loop: the agent's reader thread resolves a future, so no
+    thread waits for the command."""
+    if sandbox.agent is None or (request.stdin is not None and len(request.stdin) > ASYNC_STDIN_LIMIT):
+        return await asyncio.to_thread(session_exec, provider, sandbox, request, output, cancel)
+    agent: SessionAgent = sandbox.agent
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[ExecOutcome] = loop.create_future()
+
+    def settle(outcome: ExecOutcome) -> None:
+        if not done.done():
+            done.set_result(outcome)
+
+    def on_event(event: dict[str, Any]) -> None:  # the reader thread
+        outcome = _take(event, output)
+        if outcome is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(settle, outcome)
+
+    ex = agent.start("exec", listener=on_event, **_exec_message(sandbox, request))
+
+    def kill() -> None:
+        loop.remove_reader(cancel.fileno())
+        with contextlib.suppress(AgentBroken):
+            agent.send({"op": "kill", "id": ex.id})
+
+    loop.add_reader(cancel.fileno(), kill)
+    try:
+        # The agent enforces the timeout; this is a backstop.
+        return await asyncio.wait_for(asyncio.shield(done), request.timeout_s + 5.0)
+    except asyncio.TimeoutError:
+        kill()
+        return ExecOutcome(exit_code=None, timed_out=True)
+    except asyncio.CancelledError:  # the caller gave up: the command does not run on unseen
+        kill()
+        raise
+    finally:
+        loop.remove_reader(cancel.fileno())
         agent.finish(ex)
