@@ -22,10 +22,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from baselines import scratch_dirs
 
 from orchestrator.batch.formats import humaneval_program
 
@@ -93,7 +94,7 @@ def run_plain(programs: dict[str, str], parallel: int, timeout: float) -> tuple[
 
 
 def run_sandboxed(
-    samples: Path, problems: Path, out: Path, parallel: int, timeout: float
+    samples: Path, problems: Path, out: Path, parallel: int, timeout: float, dirs: tuple[Path, Path]
 ) -> tuple[float, dict[str, str]]:
     out.unlink(missing_ok=True)
     argv = [
@@ -101,8 +102,10 @@ def run_sandboxed(
         "--problems", str(problems), "--parallel", str(parallel), "--cpu-time", str(timeout),
         "--timeout", str(timeout * 5), "--quiet",
     ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env.update(ORCH_DATA_DIR=str(dirs[0]), ORCH_RUNTIME_DIR=str(dirs[1]))
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"orchestrator batch failed ({proc.returncode}): {proc.stderr}")
@@ -120,8 +123,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1.0, help="per-sample limit (wall for plain, CPU for batch)")
     parser.add_argument("--no-loops", action="store_true", help="leave out the looping solutions")
+    parser.add_argument("--runtime-on-disk", action="store_true", help="keep the runtime dir on disk, not tmpfs")
     args = parser.parse_args()
-    directory = Path(tempfile.mkdtemp(prefix="orch-bench-batch-"))
+    data_dir, runtime_dir, where = scratch_dirs(args.runtime_on_disk)
+    directory = data_dir.parent
     prob_path, sample_path, kinds = generate(args.problems, not args.no_loops, directory)
     problems = {json.loads(line)["task_id"]: json.loads(line) for line in prob_path.read_text().splitlines()}
     programs = {}
@@ -137,11 +142,13 @@ def main() -> None:
         elapsed, plain_v = run_plain(programs, args.parallel, args.timeout)
         plain_times.append(elapsed)
         out = directory / "results.jsonl"
-        elapsed, batch_v = run_sandboxed(sample_path, prob_path, out, args.parallel, args.timeout)
+        elapsed, batch_v = run_sandboxed(
+            sample_path, prob_path, out, args.parallel, args.timeout, (data_dir, runtime_dir)
+        )
         batch_times.append(elapsed)
     plain_rate, batch_rate = n / statistics.median(plain_times), n / statistics.median(batch_times)
     mix = {k: list(kinds.values()).count(k) for k in ("correct", "wrong", "crash", "loop")}
-    print(f"samples: {n} {mix}; parallel {args.parallel}; rounds {args.rounds}; cpus {os.cpu_count()}")
+    print(f"samples: {n} {mix}; parallel {args.parallel}; rounds {args.rounds}; cpus {os.cpu_count()}; {where}")
     runs = {name: ", ".join(f"{t:.2f}s" for t in times) for name, times in (("p", plain_times), ("b", batch_times))}
     print(f"unsandboxed subprocess : {plain_rate:7.2f} samples/s  (runs: {runs['p']})")
     print(f"orchestrator batch     : {batch_rate:7.2f} samples/s  (runs: {runs['b']})")
@@ -153,6 +160,7 @@ def main() -> None:
     ]  # fmt: skip
     print(f"verdicts agree: {n - len(mismatched)}/{n}" + (f"; differ: {mismatched[:5]}" if mismatched else ""))
     shutil.rmtree(directory, ignore_errors=True)
+    shutil.rmtree(runtime_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

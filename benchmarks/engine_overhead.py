@@ -18,54 +18,35 @@ import argparse
 import os
 import statistics
 import subprocess
-import tempfile
 import time
-from pathlib import Path
+
+from baselines import RawSandbox, scratch_dirs
 
 from orchestrator.engine import Engine
-from orchestrator.providers.linux import LinuxProvider, LinuxSandbox, bwrap
+from orchestrator.providers.linux import LinuxProvider
 from orchestrator.providers.linux.cgroups import JobCgroup
-from orchestrator.providers.linux.spawn import seccomp_pipe
 from orchestrator.result import JobStatus
 from orchestrator.settings import LinuxSettings, Settings
 from orchestrator.spec import parse_job_spec
-
-
-def _argv(provider: LinuxProvider, box: LinuxSandbox) -> tuple[list[str], int, int, int]:
-    seccomp_fd = seccomp_pipe()
-    status_read, status_write = os.pipe2(os.O_CLOEXEC)
-    layout = provider.layout(box, {}, "/workspace")
-    argv = bwrap.build_argv(provider.prepare(), layout, ["/bin/true"], seccomp_fd=seccomp_fd, status_fd=status_write)
-    return argv, seccomp_fd, status_read, status_write
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=200)
     parser.add_argument("--no-cgroups", action="store_true", help="measure the engine without per-job cgroups")
+    parser.add_argument("--runtime-on-disk", action="store_true", help="keep the runtime dir on disk, not tmpfs")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="orch-bench-"))
-    os.chmod(root, 0o711)
+    data_dir, runtime_dir, where = scratch_dirs(args.runtime_on_disk)
     settings = Settings(
-        data_dir=root / "data", runtime_dir=root / "run", linux=LinuxSettings(use_cgroups=not args.no_cgroups)
+        data_dir=data_dir, runtime_dir=runtime_dir, linux=LinuxSettings(use_cgroups=not args.no_cgroups)
     )
     engine = Engine(settings)
     provider = engine.provider("linux")
     assert isinstance(provider, LinuxProvider)
     spec = parse_job_spec({"command": ["/bin/true"]})
-    raw_box = provider.create(f"raw-baseline-{os.getpid()}", spec)
-
-    def raw_once() -> float:
-        """The same bwrap argv and uid, spawned and waited for directly, output captured."""
-        argv, seccomp_fd, status_read, status_write = _argv(provider, raw_box)
-        identity = {"user": raw_box.uid, "group": raw_box.uid, "extra_groups": []} if provider.is_root else {}
-        t0 = time.perf_counter()
-        proc = subprocess.run(argv, pass_fds=(seccomp_fd, status_write), capture_output=True, check=False, **identity)
-        elapsed = time.perf_counter() - t0
-        for fd in (seccomp_fd, status_read, status_write):
-            os.close(fd)
-        assert proc.returncode == 0, proc.stderr
-        return elapsed
+    raw = RawSandbox(provider, spec)
+    raw_box = raw.box
+    raw_once = raw.spawn
 
     def raw_confined_once() -> float:
         """The same, joined by hand to a fresh cgroup with the job's limits the way the engine joins
@@ -74,7 +55,7 @@ def main() -> None:
             settings.linux.cgroup_parent, f"raw-{os.getpid()}-{time.monotonic_ns()}",
             memory_bytes=spec.limits.memory_mb << 20, pids=spec.limits.pids, cpus=spec.limits.cpus,
         )  # fmt: skip
-        argv, seccomp_fd, status_read, status_write = _argv(provider, raw_box)
+        argv, seccomp_fd, status_read, status_write = raw.argv(["/bin/true"])
         procs_fds = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in group.join_files()]
         uid = raw_box.uid if provider.is_root else None
 
@@ -114,10 +95,10 @@ def main() -> None:
         if confined:
             raw_cg.append(raw_confined_once())
         eng.append(engine_once())
-    provider.destroy(raw_box)
+    raw.close()
     raw_med, eng_med = statistics.median(raw), statistics.median(eng)
     cgroup = f"cgroup v{provider.cgroup_version}" if provider.cgroup_version else "no cgroups"
-    print(f"jobs: {args.n} each, interleaved; {cgroup}; bwrap: {provider.prepare()}")
+    print(f"jobs: {args.n} each, interleaved; {cgroup}; {where}; bwrap: {provider.prepare()}")
     print(f"raw bwrap spawn  p50 {raw_med * 1000:7.2f} ms   p90 {sorted(raw)[int(len(raw) * 0.9)] * 1000:7.2f} ms")
     print(f"engine /bin/true p50 {eng_med * 1000:7.2f} ms   p90 {sorted(eng)[int(len(eng) * 0.9)] * 1000:7.2f} ms")
     print(f"engine overhead  p50 {(eng_med - raw_med) * 1000:7.2f} ms")

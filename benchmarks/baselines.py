@@ -1,0 +1,104 @@
+"""Baselines the benchmarks measure beside the product, in the same process and run.
+
+- ``RawSandbox``: the bubblewrap sandbox a job gets (the exact argv the provider
+  builds, same namespaces, seccomp filter, mounts and unprivileged uid), spawned
+  and waited for directly, with its output captured: no engine, no cgroup.
+- ``in_sandbox_spawn_ms``: what starting ``/bin/true`` costs *inside* a sandbox,
+  timed by a loop running there.
+
+``scratch_dirs`` places the runtime state (per-sandbox directories, records)
+on a tmpfs, where the default ``/run/orchestrator`` is on a standard host; this
+project's VM keeps /run on disk, so /dev/shm stands in (``--runtime-on-disk``
+measures the other case).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from orchestrator.engine import Engine
+from orchestrator.providers.linux import LinuxProvider, bwrap
+from orchestrator.providers.linux.spawn import seccomp_pipe
+from orchestrator.spec import JobSpec, parse_job_spec
+
+
+class RawSandbox:
+    def __init__(self, provider: LinuxProvider, spec: JobSpec):
+        self.provider = provider
+        self.box = provider.create(f"raw-baseline-{os.getpid()}-{time.monotonic_ns()}", spec)
+
+    def argv(self, command: list[str]) -> tuple[list[str], int, int, int]:
+        seccomp_fd = seccomp_pipe()
+        status_read, status_write = os.pipe2(os.O_CLOEXEC)
+        layout = self.provider.layout(self.box, {}, "/workspace")
+        argv = bwrap.build_argv(self.provider.prepare(), layout, command, seccomp_fd=seccomp_fd, status_fd=status_write)
+        return argv, seccomp_fd, status_read, status_write
+
+    def spawn(self, command: list[str] | None = None) -> float:
+        """Seconds to run ``command`` (``/bin/true``) in the sandbox, as the sandbox's own uid."""
+        argv, seccomp_fd, status_read, status_write = self.argv(command or ["/bin/true"])
+        uid = self.box.uid
+        identity = {"user": uid, "group": uid, "extra_groups": []} if self.provider.is_root else {}
+        started = time.perf_counter()
+        proc = subprocess.run(argv, pass_fds=(seccomp_fd, status_write), capture_output=True, check=False, **identity)
+        elapsed = time.perf_counter() - started
+        for fd in (seccomp_fd, status_read, status_write):
+            os.close(fd)
+        assert proc.returncode == 0, proc.stderr
+        return elapsed
+
+    def close(self) -> None:
+        self.provider.destroy(self.box)
+
+
+_SPAWN_LOOP = """
+import json, statistics, subprocess, time
+samples = []
+for _ in range({calls} + 10):
+    started = time.perf_counter()
+    subprocess.run(["/bin/true"], check=True)
+    samples.append(time.perf_counter() - started)
+samples = sorted(samples[10:])
+print(json.dumps({{"p50_ms": statistics.median(samples) * 1000,
+                  "p99_ms": samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))] * 1000}}))
+"""
+
+
+def in_sandbox_spawn_ms(engine: Engine, calls: int) -> dict[str, float]:
+    """p50/p99 of a raw process spawn inside a sandbox, timed there."""
+    spec = parse_job_spec(
+        {"command": ["python3", "-c", _SPAWN_LOOP.format(calls=calls)], "limits": {"timeout_s": 300, "cpu_s": 300}}
+    )
+    result = engine.run(spec)
+    assert result.exit_code == 0, result
+    figures: dict[str, float] = json.loads(result.stdout)
+    return {key: round(value, 3) for key, value in figures.items()}
+
+
+TMPFS_MAGIC = 0x01021994
+
+
+def on_tmpfs(path: str) -> bool:
+    import ctypes
+
+    buf = ctypes.create_string_buffer(120)  # struct statfs; f_type is its first field
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.statfs(path.encode(), buf) != 0:
+        return False
+    return int.from_bytes(buf.raw[:8], "little") == TMPFS_MAGIC
+
+
+def scratch_dirs(on_disk: bool) -> tuple[Path, Path, str]:
+    """(data dir, runtime dir, a note on where the runtime dir is); data stays on disk."""
+    root = Path(tempfile.mkdtemp(prefix="orch-bench-", dir="/tmp"))
+    os.chmod(root, 0o711)  # the sandbox uid must traverse it
+    if on_disk or not on_tmpfs("/dev/shm"):
+        return root / "data", root / "run", "runtime dir on disk (/tmp)"
+    runtime = Path(tempfile.mkdtemp(prefix="orch-bench-run-", dir="/dev/shm"))
+    os.chmod(runtime, 0o711)
+    return root / "data", runtime, "runtime dir on tmpfs (/dev/shm), as /run on a standard host"
