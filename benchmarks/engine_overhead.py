@@ -44,9 +44,9 @@ def main() -> None:
     provider = engine.provider("linux")
     assert isinstance(provider, LinuxProvider)
     spec = parse_job_spec({"command": ["/bin/true"]})
-    raw = RawSandbox(provider, spec)
-    raw_box = raw.box
-    raw_once = raw.spawn
+    baseline = RawSandbox(provider, spec)
+    raw_box = baseline.box
+    raw_once = baseline.spawn
 
     def raw_confined_once() -> float:
         """The same, joined by hand to a fresh cgroup with the job's limits the way the engine joins
@@ -55,7 +55,7 @@ def main() -> None:
             settings.linux.cgroup_parent, f"raw-{os.getpid()}-{time.monotonic_ns()}",
             memory_bytes=spec.limits.memory_mb << 20, pids=spec.limits.pids, cpus=spec.limits.cpus,
         )  # fmt: skip
-        argv, seccomp_fd, status_read, status_write = raw.argv(["/bin/true"])
+        argv, seccomp_fd, status_read, status_write = baseline.argv(["/bin/true"])
         procs_fds = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in group.join_files()]
         uid = raw_box.uid if provider.is_root else None
 
@@ -95,7 +95,7 @@ def main() -> None:
         if confined:
             raw_cg.append(raw_confined_once())
         eng.append(engine_once())
-    raw.close()
+    baseline.close()
     raw_med, eng_med = statistics.median(raw), statistics.median(eng)
     cgroup = f"cgroup v{provider.cgroup_version}" if provider.cgroup_version else "no cgroups"
     print(f"jobs: {args.n} each, interleaved; {cgroup}; {where}; bwrap: {provider.prepare()}")
