@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -27,12 +28,20 @@ def test_limits_are_in_place_before_the_job_starts(engine: Engine) -> None:
     assert result.stdout == "(3, 4) (0, 0)\n"
 
 
-def test_the_sandbox_inherits_no_signal_the_fork_server_ignores(engine: Engine) -> None:
-    """Python ignores SIGPIPE and SIGXFSZ; a job must get the defaults (``yes | head`` ends by SIGPIPE)."""
-    code = "grep -E '^Sig(Ign|Blk)' /proc/self/status"
-    result = engine.run(parse_job_spec({"command": ["sh", "-c", code]}))
+def test_jobs_start_with_default_signals_whatever_the_control_plane_ignores(engine: Engine) -> None:
+    """Python ignores SIGPIPE and SIGXFSZ, ``nohup`` SIGHUP: a job must get the defaults all the same."""
+    FORK_SERVER.close()  # the next job starts a fork server that inherits SIGHUP ignored
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        code = "grep -E '^Sig(Ign|Blk)' /proc/self/status"
+        result = engine.run(parse_job_spec({"command": ["sh", "-c", code]}))
+    finally:
+        signal.signal(signal.SIGHUP, previous)
     assert result.status is JobStatus.COMPLETED, result
-    assert result.stdout.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"]
+    fields = dict(line.split(":") for line in result.stdout.splitlines())
+    glibc_internal = (1 << 31) | (1 << 32)  # signals 32 and 33: glibc's, out of anyone's reach
+    assert int(fields["SigBlk"], 16) == 0
+    assert int(fields["SigIgn"], 16) & ~glibc_internal == 0, fields
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="per-job cgroups need root")

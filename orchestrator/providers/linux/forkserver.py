@@ -22,6 +22,7 @@ slow (every page it touches is copied), and a spawn's cost is mostly that.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import json
@@ -111,10 +112,14 @@ def _reap(events: socket.socket, spawned: set[int]) -> None:
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     events = socket.socket(fileno=int(sys.argv[2]))
-    # Python ignores these at startup, and an ignored signal stays ignored across exec; the
-    # children must get the defaults. (A handled signal is reset by exec itself.)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    # Children inherit ignored signals across exec (a handled one is reset by exec itself): start
+    # every sandbox from the defaults, whatever Python (SIGPIPE, SIGXFSZ) or whoever started the
+    # control plane (nohup: SIGHUP) ignores. glibc keeps its two internal signals to itself.
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     wake_read, wake_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda *_: None)
