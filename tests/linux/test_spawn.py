@@ -89,3 +89,30 @@ def test_sandboxes_die_with_the_fork_server_and_the_next_job_gets_a_new_one(engi
     again = engine.run(parse_job_spec({"command": ["echo", "again"]}))
     assert again.status is JobStatus.COMPLETED and again.stdout == "again\n", again
     assert FORK_SERVER._process is not server
+
+
+def test_a_forked_child_gets_its_own_fork_server(engine: Engine) -> None:
+    """After fork() the parent's server, sockets and locks are not the child's; both keep working."""
+    assert engine.run(parse_job_spec({"command": ["true"]})).status is JobStatus.COMPLETED
+    parent_server = FORK_SERVER._process
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            result = engine.run(parse_job_spec({"command": ["echo", "child"]}))
+            code = 0 if result.stdout == "child\n" and FORK_SERVER._process is not parent_server else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while True:
+        pid, status = os.waitpid(child, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            pytest.fail("the forked child hung")
+        time.sleep(0.02)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert engine.run(parse_job_spec({"command": ["true"]})).status is JobStatus.COMPLETED
+    assert FORK_SERVER._process is parent_server

@@ -57,6 +57,10 @@ class ForkServer:
         self._exits: dict[int, int] = {}
         self._live: set[int] = set()
 
+    def forget(self) -> None:
+        """In a forked child: the parent's server, sockets and locks are not this process's."""
+        self.__init__()  # type: ignore[misc]
+
     def spawn(self, request: SpawnRequest) -> tuple[int, int]:
         """Start a process; returns its pid and a pidfd for it. Raises SandboxCreateError."""
         message = request.encode()
@@ -210,3 +214,4 @@ class SandboxProcess:
 
 FORK_SERVER = ForkServer()
 atexit.register(FORK_SERVER.close)
+os.register_at_fork(after_in_child=FORK_SERVER.forget)
