@@ -132,6 +132,7 @@ _FINISH_JOB = (
     .values(status=bindparam("b_status"), result=bindparam("b_result", type_=JSON), finished_at=bindparam("b_at"))
 )
 _FINISH_JOB_FROM = _FINISH_JOB.where(jobs.c.status.in_(bindparam("b_from", expanding=True)))
+_TOUCH_SESSION = update(sessions).where(sessions.c.id == bindparam("b_id")).values(last_used_at=bindparam("b_at"))
 
 
 @dataclass(frozen=True)
@@ -416,8 +417,7 @@ class Store:
         if not last_used:
             return
         with self._writing() as conn:
-            for session_id, at in last_used.items():
-                conn.execute(update(sessions).where(sessions.c.id == session_id).values(last_used_at=at))
+            conn.execute(_TOUCH_SESSION, [{"b_id": session_id, "b_at": at} for session_id, at in last_used.items()])
 
     # --- tokens -----------------------------------------------------------
 

@@ -145,3 +145,18 @@ def test_session_limits_are_checked(app_client: TestClient) -> None:
 def test_session_env_is_checked_like_a_job_env(app_client: TestClient) -> None:
     resp = app_client.post("/v1/sessions", json={"env": {"": "x"}})  # found by schemathesis: was a 500
     assert resp.status_code == 422 and resp.json()["error"]["code"] == "spec.invalid_env"
+
+
+def test_activity_is_persisted_by_the_sweeper(app_client: TestClient) -> None:
+    """A restart must see when each session was last used: the sweeper writes it for all at once."""
+    services = app_client.app.state.services  # type: ignore[attr-defined]
+    ids = [_session(app_client) for _ in range(2)]
+    before = {sid: services.store.get_session(sid).last_used_at for sid in ids}
+    time.sleep(0.05)
+    for sid in ids:
+        assert app_client.post(f"/v1/sessions/{sid}/exec", json={"command": ["true"]}).json()["exit_code"] == 0
+    services.sessions.sweep()
+    after = {sid: services.store.get_session(sid).last_used_at for sid in ids}
+    assert all(after[sid] > before[sid] for sid in ids), (before, after)
+    for sid in ids:
+        app_client.delete(f"/v1/sessions/{sid}")
