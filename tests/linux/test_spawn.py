@@ -116,3 +116,20 @@ def test_a_forked_child_gets_its_own_fork_server(engine: Engine) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert engine.run(parse_job_spec({"command": ["true"]})).status is JobStatus.COMPLETED
     assert FORK_SERVER._process is parent_server
+
+
+def test_a_fork_server_that_stops_answering_is_replaced(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.providers.linux import spawner
+
+    FORK_SERVER.close()
+    monkeypatch.setattr(spawner, "_REPLY_TIMEOUT_S", 1.0)
+    assert engine.run(parse_job_spec({"command": ["true"]})).status is JobStatus.COMPLETED
+    stuck = FORK_SERVER._process
+    assert stuck is not None
+    os.kill(stuck.pid, signal.SIGSTOP)
+    started = time.monotonic()
+    result = engine.run(parse_job_spec({"command": ["echo", "replaced"]}))
+    assert result.status is JobStatus.COMPLETED and result.stdout == "replaced\n", result
+    assert time.monotonic() - started < 10
+    assert stuck.poll() is not None and FORK_SERVER._process is not stuck
+    FORK_SERVER.close()  # the next test gets the usual timeout

@@ -25,6 +25,7 @@ from orchestrator.errors import SandboxCreateError
 
 SERVER_SOURCE = Path(__file__).with_name("forkserver.py")
 _MAX_MESSAGE = 4 * 1024 * 1024
+_REPLY_TIMEOUT_S = 30.0  # a spawn answers in milliseconds; a server this late is stuck
 
 
 @dataclass
@@ -72,13 +73,12 @@ class ForkServer:
                 try:
                     socket.send_fds(sock, [message], request.fds)
                     data, fds, _, _ = socket.recv_fds(sock, 65536, 4)
-                except OSError:
+                except OSError:  # a timeout too: a server that stopped answering is replaced
                     data, fds = b"", []
                 if data:
                     break
-                # It is gone (nothing it started outlives it): start another and ask again, once.
-                self._requests = None
-                sock.close()
+                # Gone or stuck (nothing it started outlives it): start another and ask again, once.
+                self._discard(sock)
             else:
                 raise SandboxCreateError("cannot start bubblewrap: the fork server keeps exiting")
             reply = _decode(data)
@@ -109,16 +109,22 @@ class ForkServer:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self._process.wait(timeout=5)
 
+    def _discard(self, sock: socket.socket) -> None:
+        self._requests = None
+        sock.close()
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
     def _running(self) -> socket.socket:
         if self._requests is not None:
             return self._requests
-        if self._process is not None:
-            self._process.poll()  # collect the one that died
         requests, their_requests = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         events, their_events = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         theirs = (their_requests.fileno(), their_events.fileno())
         try:
             requests.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _MAX_MESSAGE)
+            requests.settimeout(_REPLY_TIMEOUT_S)
             self._process = subprocess.Popen(
                 [sys.executable, "-I", "-S", str(SERVER_SOURCE), *map(str, theirs)],
                 pass_fds=theirs,
