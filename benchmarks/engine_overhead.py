@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import time
@@ -86,16 +87,20 @@ def main() -> None:
         return elapsed
 
     confined = provider.cgroup_version is not None
-    for _ in range(10):
-        raw_once()
-        engine_once()
     raw, raw_cg, eng = [], [], []
-    for _ in range(args.n):
-        raw.append(raw_once())
-        if confined:
-            raw_cg.append(raw_confined_once())
-        eng.append(engine_once())
-    baseline.close()
+    try:
+        for _ in range(10):
+            raw_once()
+            engine_once()
+        for _ in range(args.n):
+            raw.append(raw_once())
+            if confined:
+                raw_cg.append(raw_confined_once())
+            eng.append(engine_once())
+    finally:
+        baseline.close()
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+        shutil.rmtree(data_dir.parent, ignore_errors=True)
     raw_med, eng_med = statistics.median(raw), statistics.median(eng)
     cgroup = f"cgroup v{provider.cgroup_version}" if provider.cgroup_version else "no cgroups"
     print(f"jobs: {args.n} each, interleaved; {cgroup}; {where}; bwrap: {provider.prepare()}")

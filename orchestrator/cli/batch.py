@@ -20,7 +20,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from orchestrator.audit import JsonlAuditSink
 from orchestrator.batch.formats import BatchInputError, Format, load_samples
 from orchestrator.batch.runner import BatchOptions, Executor, FatalBatchError, LocalExecutor, run_batch
 from orchestrator.batch.summary import (
@@ -35,8 +34,7 @@ from orchestrator.batch.summary import (
 )
 from orchestrator.batch.verdicts import Verdict
 from orchestrator.cancel import CancelToken
-from orchestrator.cli.common import fail, load_settings
-from orchestrator.engine import Engine
+from orchestrator.cli.common import fail, load_settings, local_engine
 from orchestrator.errors import OrchestratorError
 
 EXIT_INFRA_LEFT = 3
@@ -140,7 +138,7 @@ def batch(
         executor = RemoteExecutor(server, token or os.environ.get("ORCH_TOKEN"))
     else:
         try:
-            executor = LocalExecutor(Engine(settings, audit=JsonlAuditSink(settings.audit_path)), provider)
+            executor = LocalExecutor(local_engine(settings, provider), provider)
         except OrchestratorError as exc:
             fail(exc, as_json=False)
     if not quiet:

@@ -10,9 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from orchestrator.audit import JsonlAuditSink
-from orchestrator.cli.common import fail, load_settings
-from orchestrator.engine import Engine, RunOptions, result_exit_code
+from orchestrator.cli.common import fail, load_settings, local_engine
+from orchestrator.engine import RunOptions, result_exit_code
 from orchestrator.errors import OrchestratorError, SpecError
 from orchestrator.output import Stream
 from orchestrator.result import JobResult, JobStatus
@@ -161,7 +160,7 @@ def run(
         )
     except OrchestratorError as exc:
         fail(exc, as_json=as_json)
-    engine = Engine(settings, audit=JsonlAuditSink(settings.audit_path))
+    engine = local_engine(settings, job.provider)
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
     options = RunOptions(listeners=[] if as_json else [_stream_to_terminal], artifacts_dir=output)
