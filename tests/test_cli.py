@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -154,3 +156,25 @@ def test_doctor_reports_linux_available(settings: Settings) -> None:
     for name in ("hyperv", "wsb"):
         assert report[name]["available"] is False
         assert report[name]["reason"]
+
+
+def test_doctor_notes_a_runtime_dir_on_disk(settings: Settings) -> None:
+    from orchestrator.providers.linux.workspace import filesystem_type
+
+    assert filesystem_type(Path("/proc/self")) == "proc"
+    settings.runtime_dir.mkdir(parents=True, exist_ok=True)
+    on_disk = filesystem_type(settings.runtime_dir) != "tmpfs"
+    proc = cli(settings, "doctor", "--json")
+    linux = next(entry for entry in json.loads(proc.stdout) if entry["provider"] == "linux")
+    assert ("note" in linux["details"]) is on_disk, linux["details"]
+    if Path("/dev/shm").is_dir() and filesystem_type(Path("/dev/shm")) == "tmpfs":
+        shm = Path(tempfile.mkdtemp(prefix="orch-doctor-", dir="/dev/shm"))
+        try:
+            env = {**cli_env(settings), "ORCH_RUNTIME_DIR": str(shm)}
+            out = subprocess.run(
+                [sys.executable, "-m", "orchestrator", "doctor", "--json"], capture_output=True, text=True, env=env
+            )
+            linux = next(entry for entry in json.loads(out.stdout) if entry["provider"] == "linux")
+            assert "note" not in linux["details"], linux["details"]
+        finally:
+            shutil.rmtree(shm, ignore_errors=True)

@@ -49,5 +49,8 @@ def doctor(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
                 limits = caps.get("limits", {}) if isinstance(caps, dict) else {}
                 for key, value in dict(limits).items():
                     typer.echo(f"      {key}: {value}")
+                details = entry.get("details")
+                if isinstance(details, dict) and details.get("note"):
+                    typer.echo(f"      note: {details['note']}")
     default_ok = any(e["available"] for e in report if e["default"])
     raise typer.Exit(0 if default_ok else 1)

@@ -150,7 +150,14 @@ class LinuxProvider:
                 "enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
                 "user.max_user_namespaces>0; on Ubuntu 24.04+ allow bwrap in AppArmor)",
             )
-        return Availability(True, details={"bwrap": str(path), "version": bwrap.bwrap_version(path)})
+        details: dict[str, Any] = {"bwrap": str(path), "version": bwrap.bwrap_version(path)}
+        runtime_fs = workspace.filesystem_type(self.settings.runtime_dir)
+        if runtime_fs != "tmpfs":
+            details["note"] = (
+                f"runtime dir {self.settings.runtime_dir} is on {runtime_fs or 'an unknown file system'}, not tmpfs: "
+                "every sandbox's directories cost more there; put it on a tmpfs (as /run is on most hosts)"
+            )
+        return Availability(True, details=details)
 
     def _drop_privileges_probe(self) -> None:
         uid = self.config.sandbox_uid_base + self.config.sandbox_uid_count - 1

@@ -50,6 +50,20 @@ def unmount(path: Path) -> None:
             raise OSError(err, f"umount {path}: {os.strerror(err)}")
 
 
+def filesystem_type(path: Path) -> str:
+    """The type of the file system holding ``path`` ("tmpfs", "ext4"...), from this namespace's mounts."""
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        for line in handle:
+            fields = line.split()
+            point = fields[4].replace("\\040", " ")
+            inside = target == point or target.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, kind = point, fields[fields.index("-") + 1]
+    return kind
+
+
 def mounted_under(path: Path) -> list[str]:
     """Mount points at or below ``path`` in this mount namespace."""
     prefix = str(path)
