@@ -16,8 +16,8 @@ descriptors); standard library only. One JSON document per message:
             out: {"pid"} with the child's pidfd attached, or {"error"}
   EVENTS    out: {"exited": pid, "code"}   (code < 0: killed by that signal)
 
-Between fork and exec the child runs only what it must: Python code there is
-slow (every page it touches is copied), and a spawn's cost is mostly that.
+Between fork and exec the child runs only what it must: every page its Python
+code touches there is copied.
 """
 
 from __future__ import annotations
