@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.spec import stable_code
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,9 @@ def error_response(
 
 def translate_request_errors(errors: list[Any]) -> tuple[str, str, dict[str, Any]]:
     """The CLI's translation (``orchestrator.spec.translate_validation_error``) for FastAPI's error list."""
-    code = "spec.invalid"
-    for err in errors:
-        kind = str(err.get("type", ""))
-        if kind.startswith("spec."):
-            code = kind
-            break
-        if kind == "json_invalid" and code == "spec.invalid":
-            code = "spec.malformed"
+    code = stable_code(errors)
+    if code == "spec.invalid" and any(err.get("type") == "json_invalid" for err in errors):
+        code = "spec.malformed"
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     loc = [str(p) for p in first.get("loc", ())]
     where = ".".join(loc[1:] if loc and loc[0] == "body" else loc) or "request"

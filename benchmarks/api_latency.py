@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import socket
@@ -33,7 +32,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from baselines import RawSandbox, in_sandbox_spawn_ms, scratch_dirs  # noqa: E402
+from baselines import RawSandbox, in_sandbox_spawn_ms, orchestrator_env, scratch_dirs  # noqa: E402
 
 from orchestrator.cancel import CancelToken  # noqa: E402
 from orchestrator.engine import Engine  # noqa: E402
@@ -109,8 +108,7 @@ def free_port() -> int:
 
 
 def start_server(root: Path, port: int, runtime_dir: Path | None = None) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-    env.update(ORCH_DATA_DIR=str(root / "server-data"), ORCH_RUNTIME_DIR=str(runtime_dir or root / "server-run"))
+    env = orchestrator_env(root / "server-data", runtime_dir or root / "server-run")
     log = open(root / "server.log", "wb")  # noqa: SIM115 - kept open for the server's lifetime
     proc = subprocess.Popen(
         [sys.executable, "-m", "orchestrator", "serve", "--port", str(port), "--log-level", "warning"],

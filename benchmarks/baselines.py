@@ -20,9 +20,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from orchestrator.engine import Engine
-from orchestrator.providers.linux import LinuxProvider, bwrap
+from orchestrator.providers.linux import LinuxProvider, bwrap, workspace
 from orchestrator.providers.linux.spawn import seccomp_pipe
 from orchestrator.spec import JobSpec, parse_job_spec
 
@@ -39,15 +40,33 @@ class RawSandbox:
         argv = bwrap.build_argv(self.provider.prepare(), layout, command, seccomp_fd=seccomp_fd, status_fd=status_write)
         return argv, seccomp_fd, status_read, status_write
 
-    def spawn(self, command: list[str] | None = None) -> float:
-        """Seconds to run ``command`` (``/bin/true``) in the sandbox, as the sandbox's own uid."""
+    def spawn(self, command: list[str] | None = None, join: list[str] | None = None) -> float:
+        """Seconds to run ``command`` (``/bin/true``) in the sandbox, as the sandbox's own uid.
+
+        With ``join`` (a group's ``join_files()``), the child first joins that cgroup the way the
+        engine's sandboxes do, writing 0 to each file before exec.
+        """
         argv, seccomp_fd, status_read, status_write = self.argv(command or ["/bin/true"])
-        uid = self.box.uid
-        identity = {"user": uid, "group": uid, "extra_groups": []} if self.provider.is_root else {}
+        uid = self.box.uid if self.provider.is_root else None
+        join_fds = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in join or []]
+
+        def setup() -> None:
+            for fd in join_fds:
+                os.write(fd, b"0")
+            if uid is not None:
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+
+        identity: dict[str, Any] = {}
+        if join_fds:
+            identity["preexec_fn"] = setup
+        elif uid is not None:
+            identity = {"user": uid, "group": uid, "extra_groups": []}
         started = time.perf_counter()
         proc = subprocess.run(argv, pass_fds=(seccomp_fd, status_write), capture_output=True, check=False, **identity)
         elapsed = time.perf_counter() - started
-        for fd in (seccomp_fd, status_read, status_write):
+        for fd in (seccomp_fd, status_read, status_write, *join_fds):
             os.close(fd)
         assert proc.returncode == 0, proc.stderr
         return elapsed
@@ -80,17 +99,15 @@ def in_sandbox_spawn_ms(engine: Engine, calls: int) -> dict[str, float]:
     return {key: round(value, 3) for key, value in figures.items()}
 
 
-TMPFS_MAGIC = 0x01021994
-
-
 def on_tmpfs(path: str) -> bool:
-    import ctypes
+    return workspace.filesystem_type(Path(path)) == "tmpfs"
 
-    buf = ctypes.create_string_buffer(120)  # struct statfs; f_type is its first field
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.statfs(path.encode(), buf) != 0:
-        return False
-    return int.from_bytes(buf.raw[:8], "little") == TMPFS_MAGIC
+
+def orchestrator_env(data_dir: Path, runtime_dir: Path) -> dict[str, str]:
+    """The environment for an ``orchestrator`` child process using these directories."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env.update(ORCH_DATA_DIR=str(data_dir), ORCH_RUNTIME_DIR=str(runtime_dir))
+    return env
 
 
 def scratch_dirs(on_disk: bool) -> tuple[Path, Path, str]:

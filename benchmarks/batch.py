@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from baselines import scratch_dirs
+from baselines import orchestrator_env, scratch_dirs
 
 from orchestrator.batch.formats import humaneval_program
 
@@ -102,8 +102,7 @@ def run_sandboxed(
         "--problems", str(problems), "--parallel", str(parallel), "--cpu-time", str(timeout),
         "--timeout", str(timeout * 5), "--quiet",
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-    env.update(ORCH_DATA_DIR=str(dirs[0]), ORCH_RUNTIME_DIR=str(dirs[1]))
+    env = orchestrator_env(*dirs)
     t0 = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
     elapsed = time.perf_counter() - t0

@@ -18,7 +18,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import time
 
 from baselines import RawSandbox, scratch_dirs
@@ -46,7 +45,6 @@ def main() -> None:
     assert isinstance(provider, LinuxProvider)
     spec = parse_job_spec({"command": ["/bin/true"]})
     baseline = RawSandbox(provider, spec)
-    raw_box = baseline.box
     raw_once = baseline.spawn
 
     def raw_confined_once() -> float:
@@ -56,28 +54,10 @@ def main() -> None:
             settings.linux.cgroup_parent, f"raw-{os.getpid()}-{time.monotonic_ns()}",
             memory_bytes=spec.limits.memory_mb << 20, pids=spec.limits.pids, cpus=spec.limits.cpus,
         )  # fmt: skip
-        argv, seccomp_fd, status_read, status_write = baseline.argv(["/bin/true"])
-        procs_fds = [os.open(path, os.O_WRONLY | os.O_CLOEXEC) for path in group.join_files()]
-        uid = raw_box.uid if provider.is_root else None
-
-        def join() -> None:
-            for fd in procs_fds:
-                os.write(fd, b"0")
-            if uid is not None:
-                os.setgroups([])
-                os.setresgid(uid, uid, uid)
-                os.setresuid(uid, uid, uid)
-
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            argv, pass_fds=(seccomp_fd, status_write), capture_output=True, check=False, preexec_fn=join
-        )
-        elapsed = time.perf_counter() - t0
-        for fd in (seccomp_fd, status_read, status_write, *procs_fds):
-            os.close(fd)
-        group.remove()
-        assert proc.returncode == 0, proc.stderr
-        return elapsed
+        try:
+            return baseline.spawn(join=group.join_files())
+        finally:
+            group.remove()
 
     def engine_once() -> float:
         t0 = time.perf_counter()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -206,15 +207,15 @@ def workspace_relative(path: str) -> str:
     return str(pure)
 
 
+def stable_code(errors: Sequence[Mapping[str, Any]]) -> str:
+    """The code of a list of pydantic errors: the first of ours (``spec.*``), else ``spec.invalid``."""
+    return next((str(e["type"]) for e in errors if str(e.get("type", "")).startswith("spec.")), "spec.invalid")
+
+
 def translate_validation_error(exc: ValidationError, what: str = "job spec") -> SpecError:
     """Turn pydantic's error list into one SpecError with the most specific stable code."""
     errors = exc.errors(include_url=False, include_context=False, include_input=False)
-    code = "spec.invalid"
-    for err in errors:
-        kind = str(err.get("type", ""))
-        if kind.startswith("spec."):
-            code = kind
-            break
+    code = stable_code(errors)
     first = errors[0] if errors else {"loc": (), "msg": str(exc)}
     where = ".".join(str(p) for p in first.get("loc", ())) or what
     details = {"errors": [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]}

@@ -39,14 +39,20 @@ DoneCallback = Callable[[JobRecord], None]
 class _Active:
     """In-memory state of a job that is queued or running in this process."""
 
-    id: str
-    provider: str
-    record: JobRecord | None = None  # as submitted here; None for a job queued again after a restart
-    spec: JobSpec | None = None
+    record: JobRecord  # as stored when queued
+    spec: JobSpec | None = None  # as submitted here; parsed from the record for a job queued before a restart
     cancel: CancelToken = field(default_factory=CancelToken)
     log: LiveLog = field(default_factory=LiveLog)
     done: threading.Event = field(default_factory=threading.Event)
     callbacks: list[DoneCallback] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def provider(self) -> str:
+        return self.record.provider
 
 
 class _Lane:
@@ -121,7 +127,7 @@ class JobService(SandboxService):
         """Start accepting work and queue again every job the store still has as ``queued``."""
         self._accepting = True
         for record in self.store.jobs_in(("queued",)):
-            self._enqueue(_Active(record.id, record.provider, record))
+            self._enqueue(_Active(record))
 
     def stop(self, grace_s: float) -> None:
         """Stop taking jobs; let running ones finish within ``grace_s``, then cancel them.
@@ -187,7 +193,7 @@ class JobService(SandboxService):
             if existing is None:
                 raise
             return _replay(existing, request_hash), False
-        self._enqueue(_Active(job_id, provider_name, record, spec))
+        self._enqueue(_Active(record, spec))
         return record, True
 
     def get(self, tenant: str, job_id: str) -> JobRecord:
@@ -290,8 +296,7 @@ class JobService(SandboxService):
         if not self.store.claim_job(job_id, claimed_at):
             self._finished(job_id)  # cancelled while queued
             return
-        record = active.record or self.store.get_job(job_id)
-        assert record is not None
+        record = active.record
         spec = active.spec or JobSpec.model_validate(record.spec)
         artifacts_dir = None
         if spec.artifacts:

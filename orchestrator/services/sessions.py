@@ -267,7 +267,12 @@ class SessionService(SandboxService):
 
     async def exec_async(self, tenant: str, session_id: str, params: ExecParams) -> ExecResult:
         """``exec`` for an event loop: with a provider that can, the command is awaited without a thread."""
-        run = self._begin_exec(tenant, session_id, params, None, None)
+        with self._lock:
+            here = self._live.get(session_id)
+        if here is not None and here.tenant == tenant:
+            run = self._begin_exec(tenant, session_id, params, None, None)
+        else:  # refused either way; telling "not found" from "not active" reads the store, off the loop
+            run = await asyncio.to_thread(self._begin_exec, tenant, session_id, params, None, None)
         try:
             provider_exec = getattr(run.live.provider, "exec_async", None)
             if callable(provider_exec):

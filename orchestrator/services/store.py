@@ -9,6 +9,7 @@ concurrent threads never meet ``database is locked``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -466,40 +467,11 @@ def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _job(row: Row[Any]) -> JobRecord:
-    return JobRecord(
-        seq=row.seq,
-        id=row.id,
-        tenant=row.tenant,
-        status=row.status,
-        provider=row.provider,
-        spec=dict(row.spec),
-        effective_limits=dict(row.effective_limits),
-        idempotency_key=row.idempotency_key,
-        request_hash=row.request_hash,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        result=dict(row.result) if row.result is not None else None,
-    )
+def _from_row(kind: Callable[..., RecordT], row: Row[Any]) -> RecordT:
+    """A record from its row: each record's fields are its table's columns."""
+    return kind(**row._mapping)
 
 
-def _session(row: Row[Any]) -> SessionRecord:
-    return SessionRecord(
-        seq=row.seq,
-        id=row.id,
-        tenant=row.tenant,
-        status=row.status,
-        provider=row.provider,
-        spec=dict(row.spec),
-        effective_limits=dict(row.effective_limits),
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        last_used_at=row.last_used_at,
-        finished_at=row.finished_at,
-        error=dict(row.error) if row.error is not None else None,
-    )
-
-
-def _token(row: Row[Any]) -> TokenRecord:
-    return TokenRecord(row.id, row.tenant, row.name, row.token_hash, row.created_at, row.revoked_at)
+_job = functools.partial(_from_row, JobRecord)
+_session = functools.partial(_from_row, SessionRecord)
+_token = functools.partial(_from_row, TokenRecord)

@@ -16,6 +16,20 @@ from tests.conftest import IS_ROOT
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 
+# Forks sleeping children until the kernel refuses one, then prints how many it made and fails.
+FORK_UNTIL_REFUSED = """
+import os, sys, time
+n = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(30); os._exit(0)
+        n += 1
+except OSError:
+    print("forks", n); sys.exit(1)
+"""
+
+
 def run(engine: Engine, command: list[str], **limits: object) -> JobResult:
     return engine.run(parse_job_spec({"command": command, "limits": limits}))
 
@@ -91,18 +105,7 @@ def test_fork_bomb_is_contained_and_host_stays_responsive(engine: Engine) -> Non
 
 
 def test_pids_limit_reported(engine: Engine) -> None:
-    code = """
-    import os, sys, time
-    n = 0
-    try:
-        while True:
-            if os.fork() == 0:
-                time.sleep(30); os._exit(0)
-            n += 1
-    except OSError:
-        print("forks", n); sys.exit(1)
-    """
-    result = py(engine, code, pids=20, timeout_s=20)
+    result = py(engine, FORK_UNTIL_REFUSED, pids=20, timeout_s=20)
     forks = int(result.stdout.split()[-1])
     assert forks < 20
     if IS_ROOT:
@@ -148,22 +151,7 @@ def test_limits_hold_without_prlimit_in_the_sandbox(engine: Engine, monkeypatch:
     assert py(engine, "print('ok')").stdout == "ok\n"
     cpu = py(engine, "while True: pass", cpu_s=1, timeout_s=30)
     assert cpu.status is JobStatus.LIMIT_EXCEEDED and cpu.error is not None and cpu.error.code == "limit.cpu"
-    forks = py(
-        engine,
-        """
-        import os, time
-        n = 0
-        try:
-            while True:
-                if os.fork() == 0:
-                    time.sleep(30); os._exit(0)
-                n += 1
-        except OSError:
-            print("forks", n)
-        """,
-        pids=20,
-        timeout_s=20,
-    )
+    forks = py(engine, FORK_UNTIL_REFUSED, pids=20, timeout_s=20)
     assert int(forks.stdout.split()[-1]) < 20
     uid = py(engine, "import os; print(os.getuid())")
     assert uid.stdout == "1000\n"
