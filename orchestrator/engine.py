@@ -106,7 +106,7 @@ class Engine:
             t0 = time.monotonic()
             outcome = provider.exec(sandbox, exec_request(provider, spec), capture, cancel)
             timings.run_ms = _ms(time.monotonic() - t0)
-            status, error = _judge(outcome, cancel)
+            status, error = judge_outcome(outcome, cancel)
             step(lifecycle.exited(status, exit_code=outcome.exit_code, run_ms=timings.run_ms))
             t0 = time.monotonic()
             if status is not JobStatus.CANCELLED:
@@ -195,7 +195,7 @@ class _Cancelled(Exception):
     pass
 
 
-def _judge(outcome: ExecOutcome, cancel: CancelToken) -> tuple[JobStatus, ErrorInfo | None]:
+def judge_outcome(outcome: ExecOutcome, cancel: CancelToken) -> tuple[JobStatus, ErrorInfo | None]:
     if outcome.error_code is not None:
         return JobStatus.ERROR, ErrorInfo(code=outcome.error_code, message=outcome.error_message)
     if cancel.cancelled:

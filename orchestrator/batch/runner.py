@@ -15,15 +15,19 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.batch.formats import BatchInputError, Sample
 from orchestrator.batch.verdicts import Verdict, judge
 from orchestrator.cancel import CancelToken
-from orchestrator.engine import Engine, RunOptions
+from orchestrator.engine import Engine, RunOptions, judge_outcome, new_job_id
 from orchestrator.errors import OrchestratorError
-from orchestrator.result import ErrorInfo, JobResult, JobStatus
+from orchestrator.output import OutputCapture
+from orchestrator.result import ErrorInfo, JobResult, JobStatus, PhaseTimings
 from orchestrator.spec import JobSpec, parse_job_spec
+
+if TYPE_CHECKING:
+    from orchestrator.providers.linux.warm import WarmPool
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +47,65 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Runs each spec through the engine on this host."""
+    """Runs each spec through the engine on this host; with ``warm``, a Python program on the
+    linux provider starts from a warm interpreter in fresh namespaces (``providers/linux/warm.py``)."""
 
-    def __init__(self, engine: Engine, provider: str | None = None):
+    def __init__(self, engine: Engine, provider: str | None = None, *, warm: bool = False):
         self.engine = engine
+        target = engine.provider(provider)
         # The first use of a provider prepares the host (files under runtime_dir); do it once
         # here, before the pool starts, so parallel first runs do not race on it.
-        prepare = getattr(engine.provider(provider), "prepare", None)
+        prepare = getattr(target, "prepare", None)
         if callable(prepare):
             prepare()
+        self.warm: WarmPool | None = None
+        self._pool: WarmPool | None = None
+        if warm:
+            from orchestrator.providers.linux import LinuxProvider
+            from orchestrator.providers.linux.warm import WarmPool
+
+            if isinstance(target, LinuxProvider):
+                self.warm = self._pool = WarmPool(target)
+        self.provider_name = provider or engine.settings.default_provider
 
     def run(self, spec: JobSpec, cancel: CancelToken) -> JobResult:
+        from orchestrator.providers.linux.warm import WarmUnavailable, eligible
+
+        warm = self.warm
+        if warm is not None and eligible(spec) and (spec.provider or self.provider_name) == self.provider_name:
+            try:
+                return self._run_warm(warm, spec, cancel)
+            except WarmUnavailable as exc:
+                log.warning("warm starts are unavailable here, samples run cold: %s", exc.message)
+                self.warm = None  # closed with the others by close()
         return self.engine.run(spec, RunOptions(cancel=cancel))
+
+    def _run_warm(self, warm: WarmPool, spec: JobSpec, cancel: CancelToken) -> JobResult:
+        self.engine.validate(spec)
+        started = time.monotonic()
+        capture = OutputCapture(spec.limits.output_bytes)
+        outcome = warm.run(spec, capture, cancel)
+        status, error = judge_outcome(outcome, cancel)
+        elapsed_ms = round((time.monotonic() - started) * 1000, 3)
+        return JobResult(
+            id=new_job_id(),
+            status=status,
+            exit_code=outcome.exit_code,
+            signal=outcome.signal,
+            stdout=capture.stdout.text(),
+            stderr=capture.stderr.text(),
+            stdout_truncated=capture.stdout.truncated,
+            stderr_truncated=capture.stderr.truncated,
+            duration_ms=elapsed_ms,
+            provider=self.provider_name,
+            error=error,
+            timings=PhaseTimings(run_ms=elapsed_ms),
+            usage=outcome.usage,
+        )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
 
 
 @dataclass

@@ -111,6 +111,14 @@ def batch(
     retries: Annotated[int, typer.Option(min=0, max=20, help="Retries of a sample after an infra error.")] = 2,
     python: Annotated[str, typer.Option(help="Interpreter for humaneval/mbpp check programs.")] = "python3",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (for logs).")] = False,
+    warm: Annotated[
+        bool,
+        typer.Option(
+            "--warm/--cold",
+            help="linux: start Python check programs from a warm interpreter, in fresh namespaces each "
+            "(--cold: a new bubblewrap sandbox and interpreter per sample).",
+        ),
+    ] = True,
 ) -> None:
     if provider and server:
         fail(BatchInputError("give --provider or --server, not both", code="batch.invalid_option"), as_json=False)
@@ -138,7 +146,7 @@ def batch(
         executor = RemoteExecutor(server, token or os.environ.get("ORCH_TOKEN"))
     else:
         try:
-            executor = LocalExecutor(local_engine(settings, provider), provider)
+            executor = LocalExecutor(local_engine(settings, provider), provider, warm=warm)
         except OrchestratorError as exc:
             fail(exc, as_json=False)
     if not quiet:

@@ -108,6 +108,7 @@ class Layout:
     extra_ro_paths: list[str] = field(default_factory=list)
     new_session: bool = True
     rootfs: Path | None = None
+    cap_add: tuple[str, ...] = ()  # kept inside the user namespace; only the warm interpreter has any
 
 
 @functools.lru_cache(maxsize=8)
@@ -148,6 +149,8 @@ def build_argv(bwrap: Path, layout: Layout, command: list[str], *, seccomp_fd: i
     ]  # fmt: skip
     if layout.new_session:
         args.append("--new-session")
+    for cap in layout.cap_add:
+        args += ["--cap-add", cap]
     args += _system_view(layout.rootfs)
     args += ["--ro-bind", str(layout.etc), "/etc"]
     for extra in layout.extra_ro_paths:

@@ -65,7 +65,15 @@ def detect_version(root: Path = CGROUP_ROOT) -> int | None:
 
 @functools.cache
 def _v1_controllers(root: Path) -> tuple[str, ...]:
-    return tuple(c for c in _V1_CONTROLLERS if (root / c).is_dir())
+    """One name per hierarchy: where controllers are co-mounted (``cpu,cpuacct``) the first stands for all."""
+    seen: set[str] = set()
+    found = []
+    for ctrl in _V1_CONTROLLERS:
+        path = root / ctrl
+        if path.is_dir() and os.path.realpath(path) not in seen:
+            seen.add(os.path.realpath(path))
+            found.append(ctrl)
+    return tuple(found)
 
 
 def _mkdir(path: str) -> None:
@@ -157,8 +165,9 @@ class JobCgroup:
                 pids_limit_hit=pids_events.get("max", 0) > 0,
             )
         usage = CgroupUsage()
-        if "cpuacct" in self.paths:
-            raw = _read(self.paths["cpuacct"] / "cpuacct.usage").strip()
+        cpuacct = self.paths.get("cpuacct") or self.paths.get("cpu")  # co-mounted: one directory has both
+        if cpuacct is not None:
+            raw = _read(cpuacct / "cpuacct.usage").strip()
             usage.cpu_s = int(raw) / 1e9 if raw.isdigit() else 0.0
         mem = self.paths.get("memory")
         if mem is not None:
@@ -170,6 +179,17 @@ class JobCgroup:
         if pids_path is not None:
             usage.pids_limit_hit = _keyed(_read(pids_path / "pids.events")).get("max", 0) > 0
         return usage
+
+    def limit_events(self) -> tuple[int, int]:
+        """How often, so far, the memory limit killed a process and the pids limit refused a fork."""
+        if self.version == 2:
+            path = self.paths["unified"]
+            return _keyed(_read(path / "memory.events")).get("oom_kill", 0), _keyed(_read(path / "pids.events")).get(
+                "max", 0
+            )
+        mem, pids = self.paths.get("memory"), self.paths.get("pids")
+        oom = _keyed(_read(mem / "memory.oom_control")).get("oom_kill", 0) if mem is not None else 0
+        return oom, _keyed(_read(pids / "pids.events")).get("max", 0) if pids is not None else 0
 
     def kill_all(self, timeout: float = 5.0) -> bool:
         """SIGKILL every process in the group; True once the group is empty."""
@@ -215,7 +235,7 @@ def remove_named(parent: str, name: str, root: Path = CGROUP_ROOT) -> bool:
     if version == 2:
         paths = {"unified": root / parent / name}
     else:
-        paths = {c: root / c / parent / name for c in (*_V1_CONTROLLERS, "freezer")}
+        paths = {c: root / c / parent / name for c in (*_v1_controllers(root), "freezer")}
     existing = {k: p for k, p in paths.items() if p.is_dir()}
     return JobCgroup(version, existing).remove() if existing else True
 

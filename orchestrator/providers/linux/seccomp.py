@@ -95,8 +95,12 @@ def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
 
 
 @cache
-def compile_filter(machine: str | None = None) -> bytes:
-    """The filter for this machine's architecture as raw ``struct sock_filter`` bytes."""
+def compile_filter(machine: str | None = None, allow: frozenset[str] = frozenset()) -> bytes:
+    """The filter for this machine's architecture as raw ``struct sock_filter`` bytes.
+
+    ``allow`` names denied calls to let through: only for the warm interpreter's outer
+    sandbox (``warm.py``), whose programs load the full filter on top of it.
+    """
     machine = machine or platform.machine()
     if machine not in _ARCHES:
         raise UnsupportedArchitecture(f"no seccomp table for {machine}")
@@ -112,6 +116,8 @@ def compile_filter(machine: str | None = None) -> bytes:
         # x32 system calls share the architecture tag but set bit 30 of the number.
         prog += [_insn(_JGE_K, 0x40000000, jt=0, jf=1), _insn(_RET_K, _RET_KILL_PROCESS)]
     for name in (*DENIED, *extra):
+        if name in allow:
+            continue
         prog += [_insn(_JEQ_K, table[name], jt=0, jf=1), _insn(_RET_K, eperm)]
     # clone3 passes flags in memory a filter cannot read: answer ENOSYS so libc falls back to clone.
     prog += [_insn(_JEQ_K, table["clone3"], jt=0, jf=1), _insn(_RET_K, _RET_ERRNO | errno.ENOSYS)]

@@ -47,9 +47,9 @@ class Started:
     child_pid: int | None = None  # the job: pid 1 of its namespace
 
 
-def seccomp_pipe() -> int:
+def seccomp_pipe(allow: frozenset[str] = frozenset()) -> int:
     """A pipe holding the compiled filter; bubblewrap reads it to EOF and closes it."""
-    program = seccomp.compile_filter()
+    program = seccomp.compile_filter(allow=allow)
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     try:
         os.write(write_fd, program)
@@ -149,15 +149,18 @@ def start(
     stderr: StdStream,
     new_session: bool = True,
     controlling_tty: bool = False,
+    cap_add: tuple[str, ...] = (),
+    seccomp_allow: frozenset[str] = frozenset(),
 ) -> Started:
     bwrap_path = provider.prepare()
     rlimits = provider.rlimits(sandbox)
     if not provider.is_root:
         command, rlimits = nproc_inside(command, rlimits, provider.config.rootfs)
     layout = provider.layout(sandbox, env, workdir, new_session=new_session)
+    layout.cap_add = cap_add
     argv = bwrap.build_argv(bwrap_path, layout, command, seccomp_fd=SECCOMP_FD, status_fd=STATUS_FD)
     stdio = _Stdio(stdin, stdout, stderr)
-    seccomp_fd = seccomp_pipe()
+    seccomp_fd = seccomp_pipe(seccomp_allow)
     status_read, status_write = os.pipe2(os.O_CLOEXEC)
     request = SpawnRequest(
         argv=argv,

@@ -1,0 +1,261 @@
+"""A warm Python interpreter that runs each program in fresh namespaces of its own.
+
+Started by ``warm.py`` as ``python3 /.orchestrator/zygote.py`` in an outer
+bubblewrap sandbox (no network, read-only system, its own uid and cgroup) that
+keeps CAP_SYS_ADMIN in its user namespace and a seccomp filter that still lets
+it call mount(2) and unshare(2). Standard library only.
+
+Descriptor 0 is a SOCK_SEQPACKET socket to the host. One request at a time:
+
+  in:   {"source", "path", "argv", "env", "cwd", "rlimits": [[kind, soft, hard]],
+         "tmp_bytes", "disk_bytes"} with the program's stdout and stderr attached
+  out:  {"status": wait status, "cpu_s", "maxrss_kb"}  or  {"error": message}
+
+For each request this process forks a child that unshares mount, pid, ipc, uts
+and network namespaces and forks the program, pid 1 of the new pid namespace.
+The program mounts a fresh /proc, /tmp, /workspace and /.orchestrator (so
+nothing of an earlier program is visible), sets its rlimits, drops every
+capability, loads the job's full seccomp filter (``seccomp.bpf``) on top of
+this sandbox's, and only then runs the source, as ``python3 PATH`` would.
+When it exits, the kernel kills whatever it left in its pid namespace.
+This process never runs a program's code itself.
+"""
+
+import ctypes
+import json
+import os
+import resource
+import socket
+import sys
+import traceback
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = (
+    0x00020000, 0x04000000, 0x08000000, 0x20000000, 0x40000000,
+)  # fmt: skip
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+    1, 2, 4, 8, 32, 4096, 16384, 1 << 18,
+)  # fmt: skip
+PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 4, 38, 22, 47, 4
+SECCOMP_MODE_FILTER = 2
+CAPABILITY_VERSION_3 = 0x20080522
+MAX_REQUEST = 1 << 20
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Imported once here, so a program that imports them pays nothing; none holds per-process state
+# that would be shared between programs (``random`` is reseeded in each one).
+PRELOAD = ("collections", "functools", "itertools", "math", "re", "string", "heapq", "bisect", "typing", "random")
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _check(result, what):
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source, target, fstype, flags, data=None):
+    _check(
+        LIBC.mount(
+            source.encode() if source else None,
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        ),
+        f"mount {target}",
+    )
+
+
+def _drop_capabilities():
+    _check(LIBC.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities")
+    header = _CapHeader(CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(LIBC.capset(ctypes.byref(header), ctypes.byref(data)), "capset")
+
+
+def _load_seccomp(program):
+    _check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    fprog = _SockFprog(len(program) // 8, program)
+    _check(LIBC.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "seccomp")
+
+
+def _fresh_view(request, owner):
+    """The program's own filesystem: nothing from an earlier program survives in it."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    tmpfs = MS_NOSUID | MS_NODEV
+    _mount("tmpfs", "/tmp", "tmpfs", tmpfs, f"size={int(request['tmp_bytes'])},mode=1777")
+    uid, gid = owner
+    _mount("tmpfs", "/workspace", "tmpfs", tmpfs, f"size={int(request['disk_bytes'])},mode=755,uid={uid},gid={gid}")
+    internal = os.path.dirname(request["path"])
+    _mount("tmpfs", internal, "tmpfs", tmpfs, "size=8m,mode=755")
+    with open(request["path"], "w", encoding="utf-8") as handle:
+        handle.write(request["source"])
+    os.chmod(request["path"], 0o644)
+    _mount(None, internal, None, MS_REMOUNT | MS_BIND | MS_RDONLY | tmpfs)
+
+
+def _become_program(request, out_fd, err_fd, setup_fd, seccomp_program):
+    """In the new pid namespace, as its pid 1; never returns. A set-up failure is written to
+    ``setup_fd``, which closes when the program's own code starts."""
+    try:
+        LIBC.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # an ordinary process again, as a fresh interpreter is
+        _fresh_view(request, (os.getuid(), os.getgid()))
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        os.closerange(3, setup_fd)
+        os.closerange(setup_fd + 1, 1 << 16)
+        with open("/proc/self/oom_score_adj", "w") as handle:
+            handle.write("1000")  # under memory pressure the program goes first, never this server
+        for kind, soft, hard in request["rlimits"]:
+            resource.setrlimit(kind, (soft, hard))
+        _drop_capabilities()
+        _load_seccomp(seccomp_program)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.chdir(request["cwd"])
+    except BaseException as exc:  # noqa: BLE001 - reported to the middle process
+        os.write(setup_fd, f"{type(exc).__name__}: {exc}".encode()[:4000])
+        os._exit(125)
+    os.close(setup_fd)
+    os._exit(_run(request))
+
+
+def _run(request):
+    """Run the source as ``python3 PATH`` runs a script; the exit code."""
+    import types
+
+    if "random" in sys.modules:
+        sys.modules["random"].seed()
+    path = request["path"]
+    sys.argv = list(request["argv"])
+    sys.path[0] = os.path.dirname(path)
+    main = types.ModuleType("__main__")
+    main.__file__ = path
+    main.__builtins__ = __builtins__
+    sys.modules["__main__"] = main
+    code = 0
+    try:
+        exec(compile(request["source"], path, "exec"), main.__dict__)
+    except SystemExit as exc:
+        code = _exit_code(exc)
+    except BaseException as exc:  # noqa: BLE001 - what the interpreter would print, from the program's frame
+        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
+        code = 130 if isinstance(exc, KeyboardInterrupt) else 1
+    try:
+        import threading
+
+        threading._shutdown()  # noqa: SLF001 - wait for non-daemon threads, as interpreter exit does
+        import atexit
+
+        atexit._run_exitfuncs()  # noqa: SLF001
+    except SystemExit as exc:
+        code = _exit_code(exc)
+    except BaseException:  # noqa: BLE001
+        traceback.print_exc()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - a closed or broken stream: nothing more to say
+            code = code or 120
+    return code
+
+
+def _exit_code(exc):
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code & 0xFF
+    try:
+        sys.stderr.write(f"{exc.code}\n")
+    except BaseException:  # noqa: BLE001 - as the interpreter: the message is best effort
+        pass
+    return 1
+
+
+def _launch(ctl, request, out_fd, err_fd, seccomp_program):
+    """The middle process: new namespaces, then the program as their pid 1; reports how it ended."""
+    _check(LIBC.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET), "unshare")
+    setup_r, setup_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        ctl.close()
+        os.close(setup_r)
+        _become_program(request, out_fd, err_fd, setup_w, seccomp_program)
+    os.close(setup_w)
+    os.close(out_fd)
+    os.close(err_fd)
+    failure = b""
+    while chunk := os.read(setup_r, 4096):
+        failure += chunk
+    _, status, usage = os.wait4(pid, 0)
+    if failure:
+        raise RuntimeError(f"cannot start the program: {failure.decode(errors='replace')}")
+    report = {"status": status, "cpu_s": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss}
+    ctl.send(json.dumps(report).encode())
+
+
+def serve(ctl, seccomp_program):
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(ctl, MAX_REQUEST, 2)
+        except OSError:
+            return
+        if not data:
+            return
+        if len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            ctl.send(json.dumps({"error": "a request needs stdout and stderr"}).encode())
+            continue
+        out_fd, err_fd = fds
+        try:
+            request = json.loads(data)
+        except ValueError:
+            request = None
+        pid = os.fork() if request is not None else -1
+        if pid == 0:
+            try:
+                _launch(ctl, request, out_fd, err_fd, seccomp_program)
+                os._exit(0)
+            except BaseException as exc:  # noqa: BLE001
+                try:
+                    ctl.send(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
+                finally:
+                    os._exit(1)
+        os.close(out_fd)
+        os.close(err_fd)
+        if pid < 0:
+            ctl.send(json.dumps({"error": "malformed request"}).encode())
+            continue
+        os.waitpid(pid, 0)
+
+
+def main():
+    LIBC.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # nothing started here may inspect this process
+    with open(os.path.join(HERE, "seccomp.bpf"), "rb") as handle:
+        seccomp_program = handle.read()
+    for name in PRELOAD:
+        __import__(name)
+    ctl = socket.socket(fileno=os.dup(0))
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    ctl.send(json.dumps({"ready": os.getpid()}).encode())
+    serve(ctl, seccomp_program)
+
+
+if __name__ == "__main__":
+    main()
