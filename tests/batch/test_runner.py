@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from orchestrator.batch.formats import Sample, humaneval_program
 from orchestrator.batch.runner import BatchOptions, LocalExecutor, run_batch
@@ -12,18 +15,28 @@ from tests.batch.conftest import CORRECT, CRASH, LOOP, PROBLEM, WRONG
 from tests.conftest import assert_nothing_left
 
 
+@pytest.fixture(params=["warm", "cold"])
+def executor(request: pytest.FixtureRequest, engine: Engine) -> Iterator[LocalExecutor]:
+    """Both ways a local batch runs Python samples: from the warm interpreter, and cold."""
+    local = LocalExecutor(engine, warm=request.param == "warm")
+    assert (local.warm is not None) == (request.param == "warm")
+    yield local
+    local.close()
+
+
 def he(completion: str, i: int) -> Sample:
     p = PROBLEM
     return Sample(id=f"T/0#{i}", task="T/0", program=humaneval_program(p["prompt"], completion, p["test"], "add"))
 
 
-def test_each_kind_of_sample_gets_its_verdict(engine: Engine, settings: Settings, no_leaks: None) -> None:
+def test_each_kind_of_sample_gets_its_verdict(executor: LocalExecutor, no_leaks: None) -> None:
     samples = [he(c, i) for i, c in enumerate((CORRECT, WRONG, CRASH, LOOP))]
     samples.append(Sample(id="sleep", task="S", program="import time\ntime.sleep(30)\n"))
     samples.append(Sample(id="job", task="J", spec={"command": ["/no/such/command"]}))
     records: list[dict[str, Any]] = []
     options = BatchOptions(parallel=3, limits={"cpu_s": 1.0, "timeout_s": 3.0})
-    run_batch(samples, LocalExecutor(engine), options, on_record=records.append)
+    run_batch(samples, executor, options, on_record=records.append)
+    executor.close()
     verdicts = {r["id"]: r["verdict"] for r in records}
     assert verdicts == {
         "T/0#0": "passed",
@@ -74,10 +87,11 @@ print("clean")
 """
 
 
-def test_nothing_leaks_from_one_sample_to_the_next(engine: Engine, settings: Settings) -> None:
+def test_nothing_leaks_from_one_sample_to_the_next(executor: LocalExecutor, settings: Settings) -> None:
     records: list[dict[str, Any]] = []
     samples = [Sample(id="1", task="leaver", program=LEAVER), Sample(id="2", task="looker", program=LOOKER)]
-    run_batch(samples, LocalExecutor(engine), BatchOptions(parallel=1), on_record=records.append)
+    run_batch(samples, executor, BatchOptions(parallel=1), on_record=records.append)
+    executor.close()
     assert [(r["id"], r["verdict"]) for r in records] == [("1", "passed"), ("2", "passed")], records
     assert records[1]["stdout_tail"] == "clean\n"
     assert_nothing_left(settings)  # the background process died with sample 1's sandbox

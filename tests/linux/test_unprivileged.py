@@ -180,3 +180,35 @@ def test_limits_hold_without_root(unprivileged_env: dict[str, str]) -> None:
     )
     assert memory.returncode != 0
     assert_clean(unprivileged_env)
+
+
+WARM_PROBE = """
+import os, sys
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+assert "heapq" in sys.modules, "not started from the warm interpreter"
+assert status["CapEff"].strip() == "0" * 16 and status["Seccomp"].strip() == "2", status
+assert os.getpid() == 1 and [p for p in os.listdir("/proc") if p.isdigit()] == ["1"]
+open("/workspace/x", "w").write("x")
+print("warm")
+"""
+
+
+def test_batch_starts_samples_warm_without_root(unprivileged_env: dict[str, str]) -> None:
+    home = Path(unprivileged_env["HOME"])
+    samples = home / "warm.jsonl"
+    lines = [
+        {"id": "probe", "script": WARM_PROBE, "interpreter": ["python3"]},
+        {"id": "loop", "script": "while True: pass", "interpreter": ["python3"], "limits": {"cpu_s": 1}},
+        {"id": "again", "script": "import os\nassert not os.path.exists('/workspace/x')", "interpreter": ["python3"]},
+    ]
+    samples.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = home / "warm-results.jsonl"
+    proc = as_nobody(
+        unprivileged_env, "batch", str(samples), "-o", str(out), "--format", "jobs", "--parallel", "1", "--quiet"
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert records["probe"]["verdict"] == "passed" and records["probe"]["stdout_tail"] == "warm\n", records
+    assert records["loop"]["verdict"] == "limit_exceeded" and records["loop"]["error_code"] == "limit.cpu"
+    assert records["again"]["verdict"] == "passed", records["again"]
+    assert_clean(unprivileged_env)

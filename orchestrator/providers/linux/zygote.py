@@ -94,8 +94,14 @@ def _load_seccomp(program):
 def _fresh_view(request, owner):
     """The program's own filesystem: nothing from an earlier program survives in it."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # The outer sandbox's root and /dev are tmpfs shared by every program: read-only here, with
+    # fresh instances of what a program may write (/dev/shm, /dev/pts) and of /proc.
+    tmpfs = MS_NOSUID | MS_NODEV  # bubblewrap's flags for both, which a remount must keep
+    _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | tmpfs)
+    _mount(None, "/dev", None, MS_REMOUNT | MS_BIND | MS_RDONLY | tmpfs)
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    tmpfs = MS_NOSUID | MS_NODEV
+    _mount("tmpfs", "/dev/shm", "tmpfs", tmpfs, f"size={int(request['tmp_bytes'])},mode=1777")
+    _mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
     _mount("tmpfs", "/tmp", "tmpfs", tmpfs, f"size={int(request['tmp_bytes'])},mode=1777")
     uid, gid = owner
     _mount("tmpfs", "/workspace", "tmpfs", tmpfs, f"size={int(request['disk_bytes'])},mode=755,uid={uid},gid={gid}")
