@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
+from orchestrator.batch.runner import LocalExecutor
 from orchestrator.cancel import CancelToken
 from orchestrator.engine import Engine
 from orchestrator.output import OutputCapture
 from orchestrator.providers.base import ExecOutcome
-from orchestrator.providers.linux import LinuxProvider
-from orchestrator.providers.linux.warm import WarmPool, WarmSlotLost, eligible
+from orchestrator.providers.linux import LinuxProvider, warm
+from orchestrator.providers.linux.warm import WarmPool, WarmSlotLost, WarmUnavailable, eligible
 from orchestrator.settings import Settings
 from orchestrator.spec import JobSpec, parse_job_spec
 from tests.conftest import IS_ROOT, assert_nothing_left
@@ -211,3 +212,19 @@ def test_only_plain_python_scripts_start_warm() -> None:
     assert not eligible(
         parse_job_spec({"script": "pass", "interpreter": ["python3"], "files": [{"path": "a", "content": "b"}]})
     )
+
+
+def test_a_host_that_refuses_warm_starts_runs_samples_cold(
+    engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider = engine.provider("linux")
+    assert isinstance(provider, LinuxProvider)
+    monkeypatch.setattr(warm, "ZYGOTE_SYSCALLS", frozenset())  # the outer filter now refuses unshare too
+    with pytest.raises(WarmUnavailable, match="unshare"):
+        WarmPool(provider).run(program("pass"), OutputCapture(100), CancelToken())
+    executor = LocalExecutor(engine, warm=True)
+    result = executor.run(program("import sys\nprint('heapq' in sys.modules)"), CancelToken())
+    assert (result.exit_code, result.stdout) == (0, "False\n")  # a cold interpreter
+    assert executor.warm is None
+    executor.close()
+    assert_nothing_left(settings)

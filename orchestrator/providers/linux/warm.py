@@ -124,7 +124,8 @@ class WarmSlot:
             ready = {}
         if "ready" not in ready:
             ours.close()
-            raise WarmUnavailable(f"the warm interpreter did not start: {self.log_tail()}")
+            reason = ready.get("error") or self.log_tail()
+            raise WarmUnavailable(f"the warm interpreter did not start: {reason}")
         ours.settimeout(None)
         if self.sandbox.cgroup is not None:
             self._counts = self.sandbox.cgroup.limit_events()
@@ -176,25 +177,24 @@ class WarmSlot:
     def _collect(self, spec: JobSpec, pipes: dict[int, Any], output: OutputCapture, cancel: CancelToken) -> ExecOutcome:
         deadline = time.monotonic() + spec.limits.timeout_s
         report: dict[str, Any] | None = None
-        watched = [*pipes, self.sock.fileno(), cancel.fileno()]
+        poller = select.poll()
+        for fd in (*pipes, self.sock.fileno(), cancel.fileno()):
+            poller.register(fd, select.POLLIN)
         while pipes or report is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or cancel.cancelled:
                 return ExecOutcome(exit_code=None, timed_out=not cancel.cancelled)
-            ready, _, _ = select.select(watched, [], [], remaining)
-            for fd in ready:
+            for fd, _ in poller.poll(remaining * 1000):
                 if fd in pipes:
                     data = os.read(fd, 65536)
                     if data:
                         output.write(pipes[fd], data)
                     else:
                         del pipes[fd]
-                        watched.remove(fd)
+                        poller.unregister(fd)
                 elif fd == self.sock.fileno():
                     report = self._report()
-                    watched.remove(fd)
-                    if not pipes:
-                        break
+                    poller.unregister(fd)
                     # The program is gone; what it started dies with its namespace and lets go of the pipes.
                     deadline = min(deadline, time.monotonic() + _REPORT_GRACE_S)
         assert report is not None

@@ -5,7 +5,9 @@ bubblewrap sandbox (no network, read-only system, its own uid and cgroup) that
 keeps CAP_SYS_ADMIN in its user namespace and a seccomp filter that still lets
 it call mount(2) and unshare(2). Standard library only.
 
-Descriptor 0 is a SOCK_SEQPACKET socket to the host. One request at a time:
+Descriptor 0 is a SOCK_SEQPACKET socket to the host. At start, after running
+the whole path once with an empty program: {"ready": pid} or {"error"}. Then
+one request at a time:
 
   in:   {"source", "path", "argv", "env", "cwd", "rlimits": [[kind, soft, hard]],
          "tmp_bytes", "disk_bytes"} with the program's stdout and stderr attached
@@ -193,13 +195,12 @@ def _exit_code(exc):
     return 1
 
 
-def _launch(ctl, request, out_fd, err_fd, seccomp_program):
-    """The middle process: new namespaces, then the program as their pid 1; reports how it ended."""
+def _launch(request, out_fd, err_fd, seccomp_program):
+    """The middle process: new namespaces, then the program as their pid 1; how it ended."""
     _check(LIBC.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET), "unshare")
     setup_r, setup_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        ctl.close()
         os.close(setup_r)
         _become_program(request, out_fd, err_fd, setup_w, seccomp_program)
     os.close(setup_w)
@@ -211,8 +212,52 @@ def _launch(ctl, request, out_fd, err_fd, seccomp_program):
     _, status, usage = os.wait4(pid, 0)
     if failure:
         raise RuntimeError(f"cannot start the program: {failure.decode(errors='replace')}")
-    report = {"status": status, "cpu_s": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss}
-    ctl.send(json.dumps(report).encode())
+    return {"status": status, "cpu_s": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss}
+
+
+def run_program(request, out_fd, err_fd, seccomp_program):
+    """One program, from a forked middle process; its report, or {"error"}. Closes both descriptors."""
+    report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(report_r)
+            report = _launch(request, out_fd, err_fd, seccomp_program)
+        except BaseException as exc:  # noqa: BLE001 - reported, never raised into the server's loop
+            report = {"error": f"{type(exc).__name__}: {exc}"}
+        os.write(report_w, json.dumps(report).encode())
+        os._exit(0)
+    os.close(report_w)
+    os.close(out_fd)
+    os.close(err_fd)
+    data = b""
+    while chunk := os.read(report_r, 65536):
+        data += chunk
+    os.close(report_r)
+    os.waitpid(pid, 0)
+    try:
+        return json.loads(data)
+    except ValueError:
+        return {"error": "the middle process died"}
+
+
+def self_test(seccomp_program):
+    """The whole path once with an empty program, so a host that refuses any step is known at start."""
+    request = {
+        "source": "",
+        "path": os.path.join(HERE, "self-test"),
+        "argv": ["self-test"],
+        "env": {},
+        "cwd": "/workspace",
+        "rlimits": [],
+        "tmp_bytes": 1 << 20,
+        "disk_bytes": 1 << 20,
+    }
+    null = os.open(os.devnull, os.O_WRONLY)
+    report = run_program(request, null, os.dup(null), seccomp_program)
+    if "error" in report:
+        return report["error"]
+    return None if report["status"] == 0 else f"the empty program ended with status {report['status']}"
 
 
 def serve(ctl, seccomp_program):
@@ -228,27 +273,14 @@ def serve(ctl, seccomp_program):
                 os.close(fd)
             ctl.send(json.dumps({"error": "a request needs stdout and stderr"}).encode())
             continue
-        out_fd, err_fd = fds
         try:
             request = json.loads(data)
         except ValueError:
-            request = None
-        pid = os.fork() if request is not None else -1
-        if pid == 0:
-            try:
-                _launch(ctl, request, out_fd, err_fd, seccomp_program)
-                os._exit(0)
-            except BaseException as exc:  # noqa: BLE001
-                try:
-                    ctl.send(json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode())
-                finally:
-                    os._exit(1)
-        os.close(out_fd)
-        os.close(err_fd)
-        if pid < 0:
+            for fd in fds:
+                os.close(fd)
             ctl.send(json.dumps({"error": "malformed request"}).encode())
             continue
-        os.waitpid(pid, 0)
+        ctl.send(json.dumps(run_program(request, fds[0], fds[1], seccomp_program)).encode())
 
 
 def main():
@@ -259,8 +291,10 @@ def main():
         __import__(name)
     ctl = socket.socket(fileno=os.dup(0))
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-    ctl.send(json.dumps({"ready": os.getpid()}).encode())
-    serve(ctl, seccomp_program)
+    failure = self_test(seccomp_program)
+    ctl.send(json.dumps({"error": failure} if failure else {"ready": os.getpid()}).encode())
+    if failure is None:
+        serve(ctl, seccomp_program)
 
 
 if __name__ == "__main__":
