@@ -92,3 +92,28 @@ def test_cancel_token_closes_its_descriptors_once() -> None:
     finally:
         os.close(reused)
     assert read_fd >= 0
+
+
+def test_a_cancel_token_wakes_selectors_and_subscribers_once() -> None:
+    import select
+
+    from orchestrator.cancel import CancelToken
+
+    token = CancelToken()
+    calls: list[str] = []
+    token.on_cancel(lambda: calls.append("a"))
+    unsubscribe = token.on_cancel(lambda: calls.append("b"))
+    unsubscribe()
+    readable = token.fileno()
+    assert select.select([readable], [], [], 0)[0] == []
+    token.cancel("first")
+    token.cancel("second")
+    assert calls == ["a"] and token.reason == "first"
+    assert select.select([readable], [], [], 0)[0] == [readable]
+    token.on_cancel(lambda: calls.append("late"))  # already cancelled: called at once
+    assert calls == ["a", "late"]
+    late = CancelToken()
+    late.cancel()
+    assert select.select([late.fileno()], [], [], 0)[0] == [late.fileno()]  # made after the cancel
+    token.close()
+    late.close()

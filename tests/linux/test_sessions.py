@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -119,10 +120,10 @@ def test_async_exec_matches_the_threaded_path(session) -> None:
 
     provider, box = session
 
-    async def execute(argv: list[str], timeout: float = 10, stdin: bytes | None = None):
+    async def execute(argv: list[str], timeout: float = 10, stdin: bytes | None = None, cancel=None):
         out = OutputCapture(1 << 22)
         request = ExecRequest(argv, {}, "/workspace", timeout, stdin)
-        outcome = await provider.exec_async(box, request, out, CancelToken())
+        outcome = await provider.exec_async(box, request, out, cancel or CancelToken())
         return outcome, out
 
     async def scenario() -> None:
@@ -144,5 +145,11 @@ def test_async_exec_matches_the_threaded_path(session) -> None:
         await asyncio.sleep(2.5)
         outcome, out = await execute(["sh", "-c", "ls /workspace; ps -e -o comm= | grep -c sleep || true"])
         assert "late" not in out.stdout.text() and out.stdout.text().split()[-1] == "0", out.stdout.text()
+        # So does a token cancelled from another thread (a session deleted mid-command).
+        token = CancelToken()
+        asyncio.get_running_loop().call_later(0.3, lambda: threading.Thread(target=token.cancel).start())
+        started = time.monotonic()
+        outcome, _ = await execute(["sleep", "30"], cancel=token)
+        assert time.monotonic() - started < 5 and outcome.exit_code != 0
 
     asyncio.run(scenario())

@@ -273,11 +273,14 @@ async def session_exec_async(
     ex = agent.start("exec", listener=on_event, **_exec_message(sandbox, request))
 
     def kill() -> None:
-        loop.remove_reader(cancel.fileno())
         with contextlib.suppress(AgentBroken):
             agent.send({"op": "kill", "id": ex.id})
 
-    loop.add_reader(cancel.fileno(), kill)
+    def kill_soon() -> None:  # the cancelling thread
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(kill)
+
+    unsubscribe = cancel.on_cancel(kill_soon)
     try:
         # The agent enforces the timeout; this is a backstop.
         return await asyncio.wait_for(asyncio.shield(done), request.timeout_s + 5.0)
@@ -288,5 +291,5 @@ async def session_exec_async(
         kill()
         raise
     finally:
-        loop.remove_reader(cancel.fileno())
+        unsubscribe()
         agent.finish(ex)
