@@ -3,8 +3,8 @@
 - ``RawSandbox``: the bubblewrap sandbox a job gets (the exact argv the provider
   builds, same namespaces, seccomp filter, mounts and unprivileged uid), spawned
   and waited for directly, with its output captured: no engine, no cgroup.
-- ``in_sandbox_spawn_ms``: what starting ``/bin/true`` costs *inside* a sandbox,
-  timed by a loop running there.
+- ``InSandboxSpawner``: what starting ``/bin/true`` costs *inside* a sandbox,
+  timed there, one call at a time on request, so it can take turns with other arms.
 
 ``scratch_dirs`` places the runtime state (per-sandbox directories, records)
 on a tmpfs, where the default ``/run/orchestrator`` is on a standard host; this
@@ -14,7 +14,6 @@ measures the other case).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import tempfile
@@ -22,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.engine import Engine
 from orchestrator.providers.linux import LinuxProvider, bwrap, workspace
 from orchestrator.providers.linux.spawn import seccomp_pipe
 from orchestrator.spec import JobSpec, parse_job_spec
@@ -75,28 +73,42 @@ class RawSandbox:
         self.provider.destroy(self.box)
 
 
-_SPAWN_LOOP = """
-import json, statistics, subprocess, time
-samples = []
-for _ in range({calls} + 10):
+_SPAWN_ON_REQUEST = """
+import os, subprocess, sys, time
+while os.read(0, 1):
     started = time.perf_counter()
     subprocess.run(["/bin/true"], check=True)
-    samples.append(time.perf_counter() - started)
-samples = sorted(samples[10:])
-print(json.dumps({{"p50_ms": statistics.median(samples) * 1000,
-                  "p99_ms": samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))] * 1000}}))
+    sys.stdout.write(f"{time.perf_counter() - started!r}\\n")
+    sys.stdout.flush()
 """
 
 
-def in_sandbox_spawn_ms(engine: Engine, calls: int) -> dict[str, float]:
-    """p50/p99 of a raw process spawn inside a sandbox, timed there."""
-    spec = parse_job_spec(
-        {"command": ["python3", "-c", _SPAWN_LOOP.format(calls=calls)], "limits": {"timeout_s": 300, "cpu_s": 300}}
-    )
-    result = engine.run(spec)
-    assert result.exit_code == 0, result
-    figures: dict[str, float] = json.loads(result.stdout)
-    return {key: round(value, 3) for key, value in figures.items()}
+class InSandboxSpawner:
+    """A process in a sandbox of its own that spawns ``/bin/true`` when asked and says how long that took."""
+
+    def __init__(self, provider: LinuxProvider):
+        from orchestrator.providers.linux.spawn import start
+
+        self.provider = provider
+        self.box = provider.create(
+            f"spawn-baseline-{os.getpid()}-{time.monotonic_ns()}", parse_job_spec({"command": ["python3"]})
+        )
+        started = start(
+            provider, self.box, ["python3", "-c", _SPAWN_ON_REQUEST], {}, "/workspace",
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.proc = started.proc
+        os.close(started.status_fd)
+
+    def spawn(self) -> float:
+        """Seconds, as timed inside the sandbox."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(b"x")
+        self.proc.stdin.flush()
+        return float(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.provider.destroy(self.box)
 
 
 def on_tmpfs(path: str) -> bool:
