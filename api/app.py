@@ -15,6 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 
 from api import errors
+from api.fastpath import ExecFastPath
 from api.limits import BodyLimitMiddleware
 from api.metrics import Metrics
 from api.routes import health, jobs, metrics, providers, sessions, tty
@@ -58,6 +59,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> FastAPI:
     app.state.services = services
     app.state.metrics = metrics_
     errors.install(app)
+    app.add_middleware(ExecFastPath)  # innermost: inside the body limits
     app.add_middleware(
         BodyLimitMiddleware,
         max_request_bytes=settings.api.max_request_bytes,

@@ -68,6 +68,10 @@ def translate_request_errors(errors: list[Any]) -> tuple[str, str, dict[str, Any
 
 async def _orchestrator_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OrchestratorError)
+    return orchestrator_error_response(exc)
+
+
+def orchestrator_error_response(exc: OrchestratorError) -> JSONResponse:
     headers = None
     retry_after = exc.details.get("retry_after")
     if exc.http_status in (429, 503) and retry_after is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import os
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
@@ -31,7 +32,8 @@ from orchestrator.spec import SessionSpec, parse_job_spec
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=ERRORS)
 
-SessionId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+SESSION_ID_PATTERN, SESSION_ID_MAX = r"^[A-Za-z0-9_-]+$", 64
+SessionId = Annotated[str, Path(min_length=1, max_length=SESSION_ID_MAX, pattern=SESSION_ID_PATTERN)]
 _BINARY_BODY = {
     "requestBody": {
         "required": True,
@@ -76,7 +78,11 @@ def delete_session(session_id: SessionId, sessions: SessionsDep, tenant: TenantD
     return SessionPublic.of(sessions.delete(tenant, session_id))
 
 
-def _exec_params(body: ExecBody) -> ExecParams:
+def valid_session_id(value: str) -> bool:
+    return 0 < len(value) <= SESSION_ID_MAX and re.fullmatch(SESSION_ID_PATTERN, value) is not None
+
+
+def exec_params(body: ExecBody) -> ExecParams:
     # The job spec's validators give the same checks and stable codes as `orchestrator run`.
     parse_job_spec({"command": body.command, "env": body.env, "workdir": body.cwd})
     try:
@@ -99,7 +105,7 @@ async def exec_in_session(
     stream: Annotated[bool, Query(description="Stream `stdout`/`stderr` events, then `exit`, as SSE.")] = False,
 ) -> Response:
     """Run one command in the session; returns its exit code and output (or streams them)."""
-    params = _exec_params(body)
+    params = exec_params(body)
     if not stream:
         result = await sessions.exec_async(tenant, session_id, params)
         # Serialized once here: the model is built from trusted values, so FastAPI need not validate it again.

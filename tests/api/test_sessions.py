@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
+
+import pytest
 
 from api.app import create_app
 from orchestrator.settings import Settings
@@ -160,3 +164,53 @@ def test_activity_is_persisted_by_the_sweeper(app_client: TestClient) -> None:
     assert all(after[sid] > before[sid] for sid in ids), (before, after)
     for sid in ids:
         app_client.delete(f"/v1/sessions/{sid}")
+
+
+def test_the_exec_fast_path_answers_as_the_documented_route(
+    app_client: TestClient, api_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``api/fastpath.py`` serves plain exec calls; every answer must be the documented route's."""
+    import api.app
+    import api.fastpath
+
+    monkeypatch.setattr(api.app, "ExecFastPath", lambda app: app)  # an app without the fast path
+    served: list[object] = []
+    original = api.fastpath.exec_params
+    monkeypatch.setattr(api.fastpath, "exec_params", lambda body: served.append(body) or original(body))
+    token = make_token(api_settings, "beta")
+    with TestClient(api.app.create_app(api_settings), client=LOOPBACK_PEER, headers=auth(token)) as plain:
+        ids = {}
+        for name, client in (("fast", app_client), ("plain", plain)):
+            ids[name] = client.post("/v1/sessions", json={}).json()["id"]
+        calls: list[tuple[str, dict[str, Any] | bytes, dict[str, str]]] = [
+            ("{sid}/exec", {"command": ["sh", "-c", "echo out; echo err >&2; exit 3"]}, {}),
+            ("{sid}/exec", {"command": ["cat"], "stdin": "aGk=", "env": {"A": "1"}, "cwd": "/workspace"}, {}),
+            ("{sid}/exec", {"command": ["a\u0000b"]}, {}),  # the job spec's own check
+            ("{sid}/exec", {"command": []}, {}),  # body validation
+            ("{sid}/exec", {"command": ["true"], "extra": 1}, {}),
+            ("{sid}/exec", b"{not json", {"content-type": "application/json"}),
+            ("{sid}/exec", {"command": ["true"], "stdin": "%%%"}, {}),
+            ("no-such-session/exec", {"command": ["true"]}, {}),
+            ("bad id!/exec", {"command": ["true"]}, {}),
+            ("{sid}/exec", {"command": ["true"]}, {"authorization": "Bearer wrong"}),
+            ("{sid}/exec", {"command": ["true"]}, {"content-type": "text/plain"}),
+        ]
+        for path, body, headers in calls:
+            answers = []
+            for name, client in (("fast", app_client), ("plain", plain)):
+                url = "/v1/sessions/" + path.format(sid=ids[name])
+                if isinstance(body, bytes):
+                    resp = client.post(url, content=body, headers=headers)
+                elif "content-type" in headers:
+                    resp = client.post(url, content=json.dumps(body), headers=headers)
+                else:
+                    resp = client.post(url, json=body, headers=headers)
+                doc = resp.json()
+                doc.pop("duration_ms", None)
+                if isinstance(doc.get("error"), dict):
+                    doc["error"]["message"] = doc["error"]["message"].replace(ids[name], "SID")
+                answers.append((resp.status_code, resp.headers["content-type"], doc))
+            assert answers[0] == answers[1], (path, body, headers)
+        assert len(served) == 5  # the fast path answered every call that reached a service, itself
+        for name, client in (("fast", app_client), ("plain", plain)):
+            client.delete(f"/v1/sessions/{ids[name]}")
