@@ -18,10 +18,11 @@ import re
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import current_tenant
 from api.errors import orchestrator_error_response
+from api.limits import replay_body
 from api.routes.sessions import exec_params, valid_session_id
 from api.schemas import ExecBody
 from orchestrator.errors import OrchestratorError
@@ -40,7 +41,7 @@ class ExecFastPath:
             await self.app(scope, receive, send)
             return
         body = await _read_body(receive)
-        replay = _replay(body, receive)
+        replay = replay_body(body, receive)
         try:
             parsed = ExecBody.model_validate(json.loads(body))  # as FastAPI parses a body
         except (ValueError, ValidationError):
@@ -78,17 +79,3 @@ async def _read_body(receive: Receive) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
-
-
-def _replay(body: bytes, then: Receive) -> Receive:
-    """The body once more, then the connection's own messages (a disconnect, for a stream)."""
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await then()
-
-    return receive

@@ -48,7 +48,7 @@ class BodyLimitMiddleware:
                 await _too_large(send, limit)
                 return
             more = bool(message.get("more_body", False))
-        await self.app(scope, _replay(bytes(body), receive), send)
+        await self.app(scope, replay_body(bytes(body), receive), send)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -78,7 +78,8 @@ def _counting(receive: Receive, limit: int) -> Receive:
     return counted
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """The body once more, then the connection's own messages (a disconnect, for a stream)."""
     sent = False
 
     async def replay() -> Message:
