@@ -65,7 +65,9 @@ def test_bad_input_exits_125_with_a_stable_code(settings: Settings, tmp_path: Pa
 
 def test_ctrl_c_keeps_finished_results_and_leaves_nothing(settings: Settings, tmp_path: Path) -> None:
     lines = [{"id": f"quick{i}", "command": ["true"]} for i in range(2)]
-    lines += [{"id": f"slow{i}", "command": ["sh", "-c", "sleep 60 & sleep 60"]} for i in range(6)]
+    lines += [{"id": f"slow{i}", "command": ["sh", "-c", "sleep 60 & sleep 60"]} for i in range(3)]
+    warm = "import subprocess, time\nsubprocess.Popen(['sleep', '60'])\ntime.sleep(60)\n"
+    lines += [{"id": f"slow-warm{i}", "script": warm, "interpreter": ["python3"]} for i in range(3)]
     jobs = write_jsonl(tmp_path / "jobs.jsonl", lines)
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen(
@@ -90,4 +92,31 @@ def test_ctrl_c_keeps_finished_results_and_leaves_nothing(settings: Settings, tm
     assert sorted(r["id"] for r in records) == ["quick0", "quick1"]
     assert all(r["verdict"] == "passed" for r in records)
     assert json.loads((tmp_path / "out.summary.json").read_text())["interrupted"] is True
+    assert_nothing_left(settings)
+
+
+def test_a_killed_batch_leaves_nothing_after_the_next_start(settings: Settings, tmp_path: Path) -> None:
+    """kill -9 mid-run (warm and cold samples running): the next batch removes what is left."""
+    warm = "import subprocess, time\nsubprocess.Popen(['sleep', '60'])\ntime.sleep(60)\n"
+    lines = [
+        {"id": "cold", "command": ["sh", "-c", "sleep 60 & sleep 60"]},
+        {"id": "warm", "script": warm, "interpreter": ["python3"]},
+    ]
+    jobs = write_jsonl(tmp_path / "jobs.jsonl", lines)
+    proc = subprocess.Popen(
+        batch_argv(str(jobs), "-o", str(tmp_path / "out.jsonl"), "--parallel", "2", "--quiet"),
+        env=batch_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    sandboxes = settings.runtime_dir / "sandboxes"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (sandboxes.is_dir() and len(list(sandboxes.iterdir())) >= 2):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.kill()
+    proc.wait(timeout=10)
+    empty = write_jsonl(tmp_path / "none.jsonl", [])
+    again = run_batch_cli(settings, str(empty), "-o", str(tmp_path / "again.jsonl"), "--quiet")
+    assert again.returncode == 0, again.stderr
     assert_nothing_left(settings)
