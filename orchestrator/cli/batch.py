@@ -7,18 +7,12 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 from orchestrator.batch.formats import BatchInputError, Format, load_samples
 from orchestrator.batch.runner import BatchOptions, Executor, FatalBatchError, LocalExecutor, run_batch
@@ -74,8 +68,20 @@ class _Interrupts:
 
 
 def _progress(quiet: bool, total: int) -> Progress | None:
+    if quiet:
+        return None  # and rich is never imported: a batch's start-up time counts too
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     console = Console(stderr=True)
-    if quiet or not console.is_terminal:
+    if not console.is_terminal:
         return None
     progress = Progress(
         TextColumn("[bold]batch"),
