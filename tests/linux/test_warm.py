@@ -228,3 +228,14 @@ def test_a_host_that_refuses_warm_starts_runs_samples_cold(
     assert executor.warm is None
     executor.close()
     assert_nothing_left(settings)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="memory limits are cgroup limits only as root")
+def test_a_warm_program_has_the_memory_room_of_a_cold_one(pool: WarmPool, engine: Engine) -> None:
+    """The idle interpreter's share of the outer cgroup (about 8 MB) stands in for the interpreter
+    start-up memory a cold program is charged: what fits one fits the other."""
+    fill = "x = bytearray({} * 2**20)\nx[::4096] = b'x' * len(x[::4096])\n"
+    cold = engine.run(parse_job_spec({"command": ["python3", "-c", fill.format(112)], "limits": {"memory_mb": 128}}))
+    assert cold.exit_code == 0, cold.stderr
+    assert run(pool, program(fill.format(112), memory_mb=128))[0].exit_code == 0
+    assert run(pool, program(fill.format(160), memory_mb=128))[0].limit == "memory"
