@@ -193,6 +193,8 @@ def test_a_timeout_or_a_cancel_replaces_the_outer_sandbox(pool: WarmPool, settin
     assert idle_slots(pool) == []
     assert run(pool, program("print('new')"))[1] == "new\n"
     assert len(idle_slots(pool)) == 1
+    run(pool, program("pass", timeout_s=3, output_bytes=10))  # per-program limits: the same outer sandbox
+    assert len(idle_slots(pool)) == 1
 
 
 def test_a_dead_interpreter_is_an_infra_error_and_is_replaced(pool: WarmPool) -> None:

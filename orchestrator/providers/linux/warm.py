@@ -50,6 +50,7 @@ MAX_SOURCE_BYTES = 256 * 1024  # a request must fit one socket message
 _READY_TIMEOUT_S = 30.0
 _REPORT_GRACE_S = 5.0
 _MAX_USES = 1000  # a fresh outer sandbox now and then bounds whatever slowly accumulates
+_MAX_IDLE = 64  # idle outer sandboxes kept, over every set of limits
 
 
 class WarmSlotLost(SandboxError):
@@ -259,7 +260,8 @@ class WarmPool:
         self._closed = False
 
     def run(self, spec: JobSpec, output: OutputCapture, cancel: CancelToken) -> ExecOutcome:
-        key = spec.limits.model_dump_json()
+        # The limits an outer sandbox is made with; the wall clock and output caps are per program.
+        key = spec.limits.model_dump_json(exclude={"timeout_s", "output_bytes"})
         with self._lock:
             idle = self._idle.get(key)
             slot = idle.pop() if idle else None
@@ -272,7 +274,8 @@ class WarmPool:
             return outcome
         finally:
             with self._lock:
-                if keep and not self._closed:
+                idle_count = sum(len(slots) for slots in self._idle.values())
+                if keep and not self._closed and idle_count < _MAX_IDLE:
                     self._idle.setdefault(key, []).append(slot)
                     slot = None
             if slot is not None:
