@@ -211,6 +211,7 @@ def test_only_plain_python_scripts_start_warm() -> None:
     assert eligible(program("pass"))
     assert not eligible(parse_job_spec({"script": "pass", "interpreter": ["python3", "-O"]}))
     assert not eligible(parse_job_spec({"command": ["python3", "-c", "pass"]}))
+    assert not eligible(parse_job_spec({"script": "pass", "interpreter": ["python3"], "workdir": "/workspace/a"}))
     assert not eligible(
         parse_job_spec({"script": "pass", "interpreter": ["python3"], "files": [{"path": "a", "content": "b"}]})
     )

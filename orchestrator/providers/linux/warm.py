@@ -39,7 +39,7 @@ from orchestrator.providers.base import ExecOutcome
 from orchestrator.providers.linux import bwrap, seccomp
 from orchestrator.providers.linux.provider import SCRIPT_PATH, LinuxProvider, LinuxSandbox
 from orchestrator.providers.linux.spawn import start
-from orchestrator.spec import JobSpec, Limits
+from orchestrator.spec import WORKSPACE, JobSpec, Limits
 
 ZYGOTE_SOURCE = Path(__file__).with_name("zygote.py")
 ZYGOTE_PATH = f"{bwrap.INTERNAL_DIR}/zygote.py"
@@ -62,9 +62,11 @@ class WarmUnavailable(SandboxCreateError):
 
 
 def eligible(spec: JobSpec) -> bool:
-    """A Python script with nothing a fresh view would lose: no files, mounts, stdin or artifacts."""
+    """A Python script with nothing a fresh view would lose: no files, mounts, stdin or artifacts,
+    run where the workspace is (which is empty)."""
     return (
         spec.script is not None
+        and spec.workdir == WORKSPACE
         and spec.command is None
         and spec.interpreter == INTERPRETER
         and not spec.files
@@ -91,6 +93,7 @@ class WarmSlot:
             self.sock = self._start()
         except BaseException:
             provider.destroy(self.sandbox)
+            self._close_status()
             raise
 
     def _start(self) -> socket.socket:
@@ -246,8 +249,12 @@ class WarmSlot:
         with contextlib.suppress(OSError):
             self.sock.close()
         self.provider.destroy(self.sandbox)
-        with contextlib.suppress(OSError):
-            os.close(self._status_fd)
+        self._close_status()
+
+    def _close_status(self) -> None:
+        fd, self._status_fd = self._status_fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 class WarmPool:
