@@ -42,7 +42,7 @@ from orchestrator.providers.linux.spawner import SandboxProcess
 from orchestrator.providers.linux.uids import UidLease, UidPool
 from orchestrator.result import Artifact
 from orchestrator.settings import Settings
-from orchestrator.spec import JobSpec
+from orchestrator.spec import JobSpec, Limits
 
 SCRIPT_PATH = f"{bwrap.INTERNAL_DIR}/script"
 _RECORD = "sandbox.json"
@@ -75,6 +75,11 @@ class LinuxSandbox:
             "owner_start": procs.start_time(os.getpid()),
             "uid": self.uid,
         }
+
+
+def cpu_rlimit(limits: Limits) -> int:
+    """RLIMIT_CPU counts whole seconds."""
+    return max(1, math.ceil(limits.cpu_s))
 
 
 class LinuxProvider:
@@ -285,7 +290,7 @@ class LinuxProvider:
 
     def rlimits(self, sandbox: LinuxSandbox) -> list[tuple[int, tuple[int, int]]]:
         limits = sandbox.spec.limits
-        cpu = max(1, math.ceil(limits.cpu_s))
+        cpu = cpu_rlimit(limits)
         # As root the sandbox has a host uid of its own, so only its processes count (bubblewrap's too).
         nproc = limits.pids + (16 if sandbox.cgroup is not None else 0)
         out = [

@@ -37,7 +37,7 @@ from orchestrator.errors import SandboxCreateError, SandboxError
 from orchestrator.output import OutputCapture
 from orchestrator.providers.base import ExecOutcome
 from orchestrator.providers.linux import bwrap, seccomp
-from orchestrator.providers.linux.provider import SCRIPT_PATH, LinuxProvider, LinuxSandbox
+from orchestrator.providers.linux.provider import SCRIPT_PATH, LinuxProvider, LinuxSandbox, cpu_rlimit
 from orchestrator.providers.linux.spawn import start
 from orchestrator.spec import WORKSPACE, JobSpec, Limits
 
@@ -51,6 +51,7 @@ _READY_TIMEOUT_S = 30.0
 _REPORT_GRACE_S = 5.0
 _MAX_USES = 1000  # a fresh outer sandbox now and then bounds whatever slowly accumulates
 _MAX_IDLE = 64  # idle outer sandboxes kept, over every set of limits
+_NO_CPU_LIMIT_S = 7 * 24 * 3600.0
 
 
 class WarmSlotLost(SandboxError):
@@ -83,8 +84,10 @@ class WarmSlot:
 
     def __init__(self, provider: LinuxProvider, limits: Limits):
         self.provider = provider
-        # The interpreter and the middle process share the program's pids budget.
-        spec = JobSpec(command=[*INTERPRETER, ZYGOTE_PATH], limits=limits.model_copy(update={"pids": limits.pids + 2}))
+        # The interpreter and the middle process share the program's pids budget. The CPU-time
+        # rlimit is each program's own (``_rlimits``): the interpreter's adds up over all of them.
+        update = {"pids": limits.pids + 2, "cpu_s": _NO_CPU_LIMIT_S}
+        spec = JobSpec(command=[*INTERPRETER, ZYGOTE_PATH], limits=limits.model_copy(update=update))
         self.sandbox: LinuxSandbox = provider.create(f"warm-{uuid.uuid4().hex[:16]}", spec)
         self.uses = 0
         self._counts = (0, 0)
@@ -151,7 +154,7 @@ class WarmSlot:
             "argv": spec.argv(SCRIPT_PATH)[len(INTERPRETER) :],
             "env": bwrap.base_env(spec.env),
             "cwd": spec.workdir,
-            "rlimits": self._rlimits(),
+            "rlimits": self._rlimits(limits),
             "tmp_bytes": min(limits.disk_mb, 1024) * 1024 * 1024,
             "disk_bytes": limits.disk_mb * 1024 * 1024,
         }
@@ -170,12 +173,13 @@ class WarmSlot:
             os.close(out_r)
             os.close(err_r)
 
-    def _rlimits(self) -> list[list[int]]:
+    def _rlimits(self, limits: Limits) -> list[list[int]]:
         # The program is pid 1 of its namespace, so the kernel's SIGXCPU (a default action) never
         # reaches it: the CPU limit is the hard one, SIGKILL, which always does.
+        cpu = cpu_rlimit(limits)
         out = []
         for kind, (soft, hard) in self.provider.rlimits(self.sandbox):
-            out.append([kind, soft, soft] if kind == resource.RLIMIT_CPU else [kind, soft, hard])
+            out.append([kind, cpu, cpu] if kind == resource.RLIMIT_CPU else [kind, soft, hard])
         return out
 
     def _collect(self, spec: JobSpec, pipes: dict[int, Any], output: OutputCapture, cancel: CancelToken) -> ExecOutcome:
@@ -267,8 +271,8 @@ class WarmPool:
         self._closed = False
 
     def run(self, spec: JobSpec, output: OutputCapture, cancel: CancelToken) -> ExecOutcome:
-        # The limits an outer sandbox is made with; the wall clock and output caps are per program.
-        key = spec.limits.model_dump_json(exclude={"timeout_s", "output_bytes"})
+        # The limits an outer sandbox is made with; wall clock, CPU time and output are per program.
+        key = spec.limits.model_dump_json(exclude={"timeout_s", "output_bytes", "cpu_s"})
         with self._lock:
             idle = self._idle.get(key)
             slot = idle.pop() if idle else None
