@@ -183,10 +183,10 @@ def test_limits_end_a_program_and_are_reported(pool: WarmPool) -> None:
         assert memory.limit == "memory"
     assert run(pool, program("print('after')"))[1] == "after\n"
     # The warm interpreter's own CPU time adds up over every program: it is not held to theirs.
-    (slot,) = idle_slots(pool)
-    limits = open(f"/proc/{slot.sandbox.child_pids[0]}/limits").read()
-    cpu_line = next(line for line in limits.splitlines() if line.startswith("Max cpu time"))
-    assert int(cpu_line.split()[3]) >= 24 * 3600, cpu_line
+    for slot in idle_slots(pool):
+        limits = open(f"/proc/{slot.sandbox.child_pids[0]}/limits").read()
+        cpu_line = next(line for line in limits.splitlines() if line.startswith("Max cpu time"))
+        assert int(cpu_line.split()[3]) >= 24 * 3600, cpu_line
 
 
 def test_a_timeout_or_a_cancel_replaces_the_outer_sandbox(pool: WarmPool, settings: Settings) -> None:
