@@ -167,6 +167,9 @@ def test_exit_codes_exceptions_and_output_are_those_of_python(pool: WarmPool) ->
 def test_limits_end_a_program_and_are_reported(pool: WarmPool) -> None:
     cpu, _, _ = run(pool, program("while True:\n    pass\n", cpu_s=1))
     assert cpu.limit == "cpu" and cpu.signal == signal.SIGKILL
+    burn = "import time\nend = time.process_time() + 0.8\nwhile time.process_time() < end:\n    pass\n"
+    assert run(pool, program(burn, cpu_s=0.5))[0].limit == "cpu"  # a fraction over a whole-second rlimit
+    assert run(pool, program(burn, cpu_s=2))[0].limit is None
     bomb, out, _ = run(
         pool,
         program(

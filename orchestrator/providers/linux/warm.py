@@ -231,9 +231,10 @@ class WarmSlot:
         oom, pids = self._new_limit_events()
         if oom:
             outcome.limit = "memory"
-        elif sig in (signal.SIGKILL, signal.SIGXCPU):
+        elif sig in (signal.SIGKILL, signal.SIGXCPU) or cpu_s >= spec.limits.cpu_s:
             # Nothing inside can SIGKILL its namespace's pid 1, and the host's kills end in a timeout
             # or a cancel: this is the CPU rlimit (whose accounting may read a tick under the limit).
+            # The rlimit counts whole seconds; past a fractional limit a cold job would have been stopped.
             outcome.limit = "cpu"
         elif sig == signal.SIGXFSZ:
             outcome.limit = "disk"
