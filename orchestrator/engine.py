@@ -23,7 +23,7 @@ from orchestrator.lifecycle import Lifecycle, LifecycleEvent
 from orchestrator.output import OutputCapture, OutputListener
 from orchestrator.providers import create_provider
 from orchestrator.providers.base import ExecOutcome, ExecRequest, Provider, Sandbox
-from orchestrator.result import ErrorInfo, JobResult, JobStatus, PhaseTimings
+from orchestrator.result import Artifact, ErrorInfo, JobResult, JobStatus, PhaseTimings
 from orchestrator.settings import Settings
 from orchestrator.spec import JobSpec
 
@@ -142,22 +142,8 @@ class Engine:
                 step(lifecycle.torn_down(status, teardown_ms=timings.teardown_ms, status=status.value))
             if options.on_sandbox:
                 options.on_sandbox(None)
-        result = JobResult(
-            id=job_id,
-            status=status,
-            exit_code=outcome.exit_code if outcome else None,
-            signal=outcome.signal if outcome else None,
-            stdout=capture.stdout.text(),
-            stderr=capture.stderr.text(),
-            stdout_truncated=capture.stdout.truncated,
-            stderr_truncated=capture.stderr.truncated,
-            duration_ms=_ms(time.monotonic() - started),
-            provider=provider_name,
-            error=error,
-            artifacts=artifacts,
-            timings=timings,
-            usage=outcome.usage if outcome else {},
-            image=str(outcome.usage.get("image")) if outcome and outcome.usage.get("image") else spec.image,
+        result = job_result(
+            job_id, spec, provider_name, status, error, outcome, capture, started, timings, artifacts=artifacts
         )
         if interrupted is not None:
             raise interrupted
@@ -180,6 +166,40 @@ class Engine:
         self.audit.emit(event)
         if options.on_event is not None:
             options.on_event(event)
+
+
+def job_result(
+    job_id: str,
+    spec: JobSpec,
+    provider_name: str,
+    status: JobStatus,
+    error: ErrorInfo | None,
+    outcome: ExecOutcome | None,
+    capture: OutputCapture,
+    started: float,
+    timings: PhaseTimings,
+    *,
+    artifacts: list[Artifact] | None = None,
+) -> JobResult:
+    """The result document of a job that began at ``started`` (monotonic) and wrote to ``capture``."""
+    image = outcome.usage.get("image") if outcome else None
+    return JobResult(
+        id=job_id,
+        status=status,
+        exit_code=outcome.exit_code if outcome else None,
+        signal=outcome.signal if outcome else None,
+        stdout=capture.stdout.text(),
+        stderr=capture.stderr.text(),
+        stdout_truncated=capture.stdout.truncated,
+        stderr_truncated=capture.stderr.truncated,
+        duration_ms=_ms(time.monotonic() - started),
+        provider=provider_name,
+        error=error,
+        artifacts=artifacts or [],
+        timings=timings,
+        usage=outcome.usage if outcome else {},
+        image=str(image) if image else spec.image,
+    )
 
 
 def exec_request(provider: Provider, spec: JobSpec) -> ExecRequest:

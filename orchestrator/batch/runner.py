@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from orchestrator.batch.formats import BatchInputError, Sample
 from orchestrator.batch.verdicts import Verdict, judge
 from orchestrator.cancel import CancelToken
-from orchestrator.engine import Engine, RunOptions, judge_outcome, new_job_id
+from orchestrator.engine import Engine, RunOptions, job_result, judge_outcome, new_job_id
 from orchestrator.errors import OrchestratorError
 from orchestrator.output import OutputCapture
 from orchestrator.result import ErrorInfo, JobResult, JobStatus, PhaseTimings
@@ -69,10 +69,10 @@ class LocalExecutor:
         self.provider_name = provider or engine.settings.default_provider
 
     def run(self, spec: JobSpec, cancel: CancelToken) -> JobResult:
-        from orchestrator.providers.linux.warm import WarmUnavailable, eligible
-
         warm = self.warm
-        if warm is not None and eligible(spec) and (spec.provider or self.provider_name) == self.provider_name:
+        if warm is not None and self._warm_eligible(spec):
+            from orchestrator.providers.linux.warm import WarmUnavailable
+
             try:
                 return self._run_warm(warm, spec, cancel)
             except WarmUnavailable as exc:
@@ -80,28 +80,20 @@ class LocalExecutor:
                 self.warm = None  # closed with the others by close()
         return self.engine.run(spec, RunOptions(cancel=cancel))
 
+    def _warm_eligible(self, spec: JobSpec) -> bool:
+        # Imported only with a warm pool: the linux modules do not load on a Windows control plane.
+        from orchestrator.providers.linux.warm import eligible
+
+        return eligible(spec) and (spec.provider or self.provider_name) == self.provider_name
+
     def _run_warm(self, warm: WarmPool, spec: JobSpec, cancel: CancelToken) -> JobResult:
         self.engine.validate(spec)
         started = time.monotonic()
         capture = OutputCapture(spec.limits.output_bytes)
         outcome = warm.run(spec, capture, cancel)
         status, error = judge_outcome(outcome, cancel)
-        elapsed_ms = round((time.monotonic() - started) * 1000, 3)
-        return JobResult(
-            id=new_job_id(),
-            status=status,
-            exit_code=outcome.exit_code,
-            signal=outcome.signal,
-            stdout=capture.stdout.text(),
-            stderr=capture.stderr.text(),
-            stdout_truncated=capture.stdout.truncated,
-            stderr_truncated=capture.stderr.truncated,
-            duration_ms=elapsed_ms,
-            provider=self.provider_name,
-            error=error,
-            timings=PhaseTimings(run_ms=elapsed_ms),
-            usage=outcome.usage,
-        )
+        timings = PhaseTimings(run_ms=round((time.monotonic() - started) * 1000, 3))
+        return job_result(new_job_id(), spec, self.provider_name, status, error, outcome, capture, started, timings)
 
     def close(self) -> None:
         if self._pool is not None:

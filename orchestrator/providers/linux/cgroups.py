@@ -66,14 +66,11 @@ def detect_version(root: Path = CGROUP_ROOT) -> int | None:
 @functools.cache
 def _v1_controllers(root: Path) -> tuple[str, ...]:
     """One name per hierarchy: where controllers are co-mounted (``cpu,cpuacct``) the first stands for all."""
-    seen: set[str] = set()
-    found = []
+    by_hierarchy: dict[str, str] = {}
     for ctrl in _V1_CONTROLLERS:
-        path = root / ctrl
-        if path.is_dir() and os.path.realpath(path) not in seen:
-            seen.add(os.path.realpath(path))
-            found.append(ctrl)
-    return tuple(found)
+        if (root / ctrl).is_dir():
+            by_hierarchy.setdefault(os.path.realpath(root / ctrl), ctrl)
+    return tuple(by_hierarchy.values())
 
 
 def _mkdir(path: str) -> None:
@@ -183,13 +180,12 @@ class JobCgroup:
     def limit_events(self) -> tuple[int, int]:
         """How often, so far, the memory limit killed a process and the pids limit refused a fork."""
         if self.version == 2:
-            path = self.paths["unified"]
-            return _keyed(_read(path / "memory.events")).get("oom_kill", 0), _keyed(_read(path / "pids.events")).get(
-                "max", 0
-            )
-        mem, pids = self.paths.get("memory"), self.paths.get("pids")
-        oom = _keyed(_read(mem / "memory.oom_control")).get("oom_kill", 0) if mem is not None else 0
-        return oom, _keyed(_read(pids / "pids.events")).get("max", 0) if pids is not None else 0
+            mem = pids = self.paths["unified"]
+            oom_file = mem / "memory.events"
+        else:
+            mem, pids = self.paths["memory"], self.paths["pids"]
+            oom_file = mem / "memory.oom_control"
+        return _keyed(_read(oom_file)).get("oom_kill", 0), _keyed(_read(pids / "pids.events")).get("max", 0)
 
     def kill_all(self, timeout: float = 5.0) -> bool:
         """SIGKILL every process in the group; True once the group is empty."""

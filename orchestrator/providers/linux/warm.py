@@ -34,7 +34,7 @@ from typing import Any
 
 from orchestrator.cancel import CancelToken
 from orchestrator.errors import SandboxCreateError, SandboxError
-from orchestrator.output import OutputCapture
+from orchestrator.output import OutputCapture, Stream
 from orchestrator.providers.base import ExecOutcome
 from orchestrator.providers.linux import bwrap, seccomp
 from orchestrator.providers.linux.provider import SCRIPT_PATH, LinuxProvider, LinuxSandbox, cpu_rlimit
@@ -182,7 +182,9 @@ class WarmSlot:
             out.append([kind, cpu, cpu] if kind == resource.RLIMIT_CPU else [kind, soft, hard])
         return out
 
-    def _collect(self, spec: JobSpec, pipes: dict[int, Any], output: OutputCapture, cancel: CancelToken) -> ExecOutcome:
+    def _collect(
+        self, spec: JobSpec, pipes: dict[int, Stream], output: OutputCapture, cancel: CancelToken
+    ) -> ExecOutcome:
         deadline = time.monotonic() + spec.limits.timeout_s
         report: dict[str, Any] | None = None
         poller = select.poll()

@@ -204,16 +204,22 @@ def _launch(request, out_fd, err_fd, seccomp_program):
     if pid == 0:
         os.close(setup_r)
         _become_program(request, out_fd, err_fd, setup_w, seccomp_program)
-    os.close(setup_w)
-    os.close(out_fd)
-    os.close(err_fd)
-    failure = b""
-    while chunk := os.read(setup_r, 4096):
-        failure += chunk
+    for fd in (setup_w, out_fd, err_fd):
+        os.close(fd)
+    failure = _read_to_end(setup_r)
     _, status, usage = os.wait4(pid, 0)
     if failure:
         raise RuntimeError(f"cannot start the program: {failure.decode(errors='replace')}")
     return {"status": status, "cpu_s": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss}
+
+
+def _read_to_end(fd):
+    """Everything until the writers are gone (exited, or closed at exec); closes ``fd``."""
+    data = b""
+    while chunk := os.read(fd, 65536):
+        data += chunk
+    os.close(fd)
+    return data
 
 
 def run_program(request, out_fd, err_fd, seccomp_program):
@@ -228,13 +234,9 @@ def run_program(request, out_fd, err_fd, seccomp_program):
             report = {"error": f"{type(exc).__name__}: {exc}"}
         os.write(report_w, json.dumps(report).encode())
         os._exit(0)
-    os.close(report_w)
-    os.close(out_fd)
-    os.close(err_fd)
-    data = b""
-    while chunk := os.read(report_r, 65536):
-        data += chunk
-    os.close(report_r)
+    for fd in (report_w, out_fd, err_fd):
+        os.close(fd)
+    data = _read_to_end(report_r)
     os.waitpid(pid, 0)
     try:
         return json.loads(data)
